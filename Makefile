@@ -1,0 +1,27 @@
+# The two commands: `make serve` and `make test`. Each sets everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+HOST ?= 127.0.0.1
+export PORT
+
+.PHONY: install serve test eval bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU wheel (2.13.0); an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+serve: install
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona serve --host $(HOST) --port $(PORT)
+
+test: install
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .persona .pytest_cache

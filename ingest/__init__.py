@@ -1,0 +1,1 @@
+"""Card loading and validation, chunking (pure functions) and indexing."""

@@ -1,0 +1,151 @@
+"""Load occupation cards from YAML and validate them with pydantic.
+
+A card that fails is rejected with :class:`retrieval.errors.InvalidCard`, naming the file, the
+field and what was expected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from retrieval.errors import InvalidCard
+
+MAX_CARD_BYTES = 2 * 1024 * 1024
+MAX_SECTIONS = 200
+SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+
+
+class Related(BaseModel):
+    slug: str
+    type: str | None = None
+    note: str | None = None
+
+
+class Source(BaseModel):
+    title: str
+    kind: str | None = None
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    heading: str = Field(min_length=1, max_length=200)
+    markdown: str = Field(min_length=1, max_length=100_000)
+
+    @field_validator("heading", "markdown")
+    @classmethod
+    def not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class Card(BaseModel):
+    """An occupation card. Unknown top-level keys are kept out; known ones are type-checked."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: str = Field(min_length=1, max_length=200)
+    slug: str = Field(pattern=SLUG_PATTERN, max_length=100)
+    aliases: list[str] = Field(default_factory=list)
+    category: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    difficulty: str | None = None
+    summary: str = ""
+    contributors: list[str] = Field(default_factory=list)
+    last_reviewed: dt.date | str | None = None
+    provenance: str | None = None
+    created: dt.date | str | None = None
+    updated: dt.date | str | None = None
+    related: list[Related] = Field(default_factory=list)
+    specializations: list[str] = Field(default_factory=list)
+    country_variants: list[Any] = Field(default_factory=list)
+    sources: list[Source] = Field(default_factory=list)
+    status: str | None = None
+    reviewers: list[str] = Field(default_factory=list)
+    sections: list[Section] = Field(min_length=1, max_length=MAX_SECTIONS)
+
+    @model_validator(mode="after")
+    def unique_headings(self) -> Card:
+        seen: set[str] = set()
+        for index, section in enumerate(self.sections):
+            key = section.heading.strip().lower()
+            if key in seen:
+                raise ValueError(f"sections.{index}.heading: duplicate heading {section.heading!r}")
+            seen.add(key)
+        return self
+
+    def section(self, heading: str) -> Section | None:
+        for section in self.sections:
+            if section.heading.strip().lower() == heading.lower():
+                return section
+        return None
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(card)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        return "is required but missing"
+    return message[0].lower() + message[1:] if message else "invalid value"
+
+
+def parse_card(data: Any, source: str) -> Card:
+    """Validate already-parsed YAML data as a card; ``source`` names the file in errors."""
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "an empty document"
+        raise InvalidCard(source, "(card)", f"expected a mapping of card fields, got {kind}")
+    try:
+        return Card.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first.get("loc", ()))
+        message = _describe(first)
+        if not loc and ":" in message:  # model-level validator: "field: message"
+            field, _, rest = message.partition(":")
+            raise InvalidCard(source, field.strip(), rest.strip()) from None
+        raise InvalidCard(source, _field_path(loc), message) from None
+
+
+def load_card(path: Path) -> Card:
+    """Read and validate one card file."""
+    source = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InvalidCard(source, "(file)", f"cannot be read: {exc.strerror}") from None
+    if size > MAX_CARD_BYTES:
+        raise InvalidCard(source, "(file)", f"expected at most {MAX_CARD_BYTES} bytes, got {size}")
+    try:
+        raw = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidCard(source, "(file)", f"expected UTF-8 text, got a bad byte at offset {exc.start}") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise InvalidCard(source, "(file)", f"expected YAML, {problem}{where}") from None
+    return parse_card(data, source)
+
+
+def find_cards(paths: list[Path]) -> list[Path]:
+    """Expand files and directories into the sorted list of card files (*.yaml, *.yml)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file()))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise InvalidCard(str(path), "(file)", "does not exist")
+    return found

@@ -1,0 +1,148 @@
+"""Indexing: validated cards -> chunks -> embeddings -> a published version in the store.
+
+Every card is validated before anything is written. Unchanged chunks keep their stored vectors;
+only new or changed chunks are embedded. A persona whose chunks, info and model are unchanged is
+left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ingest.cards import Card, find_cards, load_card
+from ingest.chunking import chunk_card, items_of, normalise, plain
+from retrieval.embedder import Embedder
+from retrieval.errors import InvalidCard
+from retrieval.store import Store
+from retrieval.types import Chunk, PersonaInfo
+
+Progress = Callable[[str, int, int], None]
+"""Called as ``progress(description, done, total)`` while embedding and writing."""
+
+
+@dataclass
+class PersonaChange:
+    """What one ingest did to one persona."""
+
+    slug: str
+    file: str
+    chunks: int
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    embedded: int = 0
+    published: bool = False
+
+    def summary(self) -> str:
+        if not self.published:
+            return f"{self.slug}: unchanged ({self.chunks} chunks)"
+        return (f"{self.slug}: {self.chunks} chunks, {len(self.added)} added, {len(self.changed)} changed, "
+                f"{len(self.removed)} removed, {self.embedded} embedded")
+
+
+@dataclass
+class IngestReport:
+    changes: list[PersonaChange]
+    swept: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return any(c.published for c in self.changes)
+
+
+def persona_info(card: Card, chunks: Sequence[Chunk]) -> PersonaInfo:
+    """What the service needs to know of a persona without reading its card again."""
+    mission = card.section("Core Mission")
+    principles = card.section("Guiding Principles")
+    body = PersonaInfo(
+        slug=card.slug,
+        title=card.title,
+        aliases=list(card.aliases),
+        summary=normalise(card.summary).replace("\n", " "),
+        sections=[s.heading.strip() for s in card.sections],
+        chunks=len(chunks),
+        core_mission=plain(mission.markdown) if mission else "",
+        principles=[plain(i.markdown) for i in items_of(principles.markdown)] if principles else [],
+    )
+    digest = hashlib.sha256(json.dumps(body.to_dict(), sort_keys=True).encode())
+    for chunk in chunks:
+        digest.update(f"{chunk.id}\x00{chunk.content_hash}\x00".encode())
+    return PersonaInfo(**{**body.to_dict(), "fingerprint": digest.hexdigest()[:16]})
+
+
+def load_cards(paths: Sequence[Path]) -> list[tuple[Path, Card]]:
+    """Load and validate every card; the first bad one raises :class:`InvalidCard`."""
+    cards: list[tuple[Path, Card]] = []
+    seen: dict[str, Path] = {}
+    for path in find_cards(list(paths)):
+        card = load_card(path)
+        if card.slug in seen:
+            raise InvalidCard(str(path), "slug", f"unique slug expected, {card.slug!r} is also used by {seen[card.slug]}")
+        seen[card.slug] = path
+        cards.append((path, card))
+    if not cards:
+        raise InvalidCard(", ".join(str(p) for p in paths) or "(no path)", "(file)", "expected at least one *.yaml card")
+    return cards
+
+
+def ingest(paths: Sequence[Path], store: Store, embedder: Embedder, model: str,
+           batch_size: int = 64, progress: Progress | None = None) -> IngestReport:
+    """Validate all cards, then publish each persona whose content changed."""
+    cards = load_cards(paths)
+    report = IngestReport(changes=[], swept=store.sweep())
+    for path, card in cards:
+        report.changes.append(_ingest_card(path, card, store, embedder, model, batch_size, progress))
+    return report
+
+
+def _ingest_card(path: Path, card: Card, store: Store, embedder: Embedder, model: str,
+                 batch_size: int, progress: Progress | None) -> PersonaChange:
+    chunks = chunk_card(card)
+    info = persona_info(card, chunks)
+    change = PersonaChange(card.slug, str(path), len(chunks))
+    pointer = store.pointer(card.slug)
+    same_model = bool(pointer) and pointer.get("model") == model
+    if same_model and json.loads(pointer["info"]).get("fingerprint") == info.fingerprint:
+        return change
+    stored = {c.id: c for c in store.chunks(card.slug, with_embeddings=same_model)} if pointer else {}
+    new_ids = {c.id for c in chunks}
+    change.added = [c.id for c in chunks if c.id not in stored]
+    change.changed = [c.id for c in chunks
+                      if c.id in stored and stored[c.id].metadata.get("content_hash") != c.content_hash]
+    change.removed = sorted(set(stored) - new_ids)
+    reuse = {cid: s.embedding for cid, s in stored.items() if same_model and s.embedding is not None}
+    todo = [c for c in chunks if c.id in change.added or c.id in change.changed or c.id not in reuse]
+    vectors = _embed(todo, embedder, batch_size, progress, card.slug)
+    by_id = {c.id: v for c, v in zip(todo, vectors, strict=True)}
+    matrix = np.stack([by_id[c.id] if c.id in by_id else reuse[c.id] for c in chunks]).astype(np.float32)
+    change.embedded = len(todo)
+    written = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal written
+        written += n
+        if progress:
+            progress(f"writing {card.slug}", written, len(chunks))
+
+    store.publish(info, chunks, matrix, model, on_batch=on_batch)
+    change.published = True
+    return change
+
+
+def _embed(chunks: Sequence[Chunk], embedder: Embedder, batch_size: int,
+           progress: Progress | None, slug: str) -> np.ndarray:
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = []
+    for start in range(0, len(chunks), batch_size):
+        batch = chunks[start:start + batch_size]
+        out.append(embedder.encode([c.embed_text for c in batch], batch_size=batch_size))
+        if progress:
+            progress(f"embedding {slug}", min(start + batch_size, len(chunks)), len(chunks))
+    return np.concatenate(out)

@@ -1,0 +1,165 @@
+"""``persona``: ingest cards, retrieve, ask, and serve the API.
+
+Every command calls the same library functions as the HTTP routes. Domain errors are turned
+into one clear line on stderr and a non-zero exit in :func:`main`, the one place that does so.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from retrieval.errors import PersonaError
+from retrieval.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Occupation personas that answer in their own voice, every claim cited to the card.")
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Index folder (default $PERSONA_DATA_DIR or ./.persona).")]
+PersonaOpt = Annotated[str | None, typer.Option("--persona", "-p", help="Persona slug (optional with one persona).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def settings_for(data_dir: Path | None = None, **overrides: object) -> Settings:
+    """Settings from the environment, with command-line overrides."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+def run_ingest(settings: Settings, paths: list[Path]) -> None:
+    """Ingest cards with a progress bar on the terminal."""
+    from ingest.indexer import ingest
+    from retrieval.embedder import create_embedder
+    from retrieval.store import Store, exclusive
+
+    with exclusive(settings), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                       TimeElapsedColumn(), console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        report = ingest(paths, Store(settings), create_embedder(settings.model), settings.model,
+                        batch_size=settings.embed_batch_size, progress=progress)
+    for change in report.changes:
+        err.print(change.summary(), highlight=False)
+
+
+@app.command("ingest")
+def ingest_command(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Card files or folders (default: seeds/).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Validate cards, chunk them and index what changed."""
+    settings = settings_for(data_dir)
+    run_ingest(settings, paths or [settings.seeds_dir])
+
+
+@app.command("personas")
+def personas_command(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
+    """List the indexed personas."""
+    from retrieval.service import PersonaService
+
+    infos = PersonaService(settings_for(data_dir)).personas()
+    if as_json:
+        out.print_json(json.dumps({"personas": [p.public() for p in infos]}))
+        return
+    for info in infos:
+        out.print(f"[bold]{escape(info.slug)}[/bold]  {escape(info.title)}: {escape(info.summary)}  "
+                  f"({info.chunks} chunks)", highlight=False)
+
+
+@app.command("retrieve")
+def retrieve_command(
+    query: Annotated[str, typer.Argument(help="What to look for in the card.")],
+    persona: PersonaOpt = None,
+    k: Annotated[int, typer.Option("-k", help="How many passages.")] = 5,
+    section: Annotated[list[str] | None, typer.Option("--section", "-s", help="Only these sections.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the card passages nearest to a query."""
+    from retrieval.service import PersonaService
+
+    info, hits = PersonaService(settings_for(data_dir)).retrieve(query, persona, k, section)
+    if as_json:
+        out.print_json(json.dumps({"persona": info.slug, "query": query, "results": [h.to_dict() for h in hits]}))
+        return
+    for hit in hits:
+        where = hit.section + (f" › {hit.item}" if hit.item else "")
+        out.print(f"{hit.rank}. [bold]{escape(where)}[/bold]  ({hit.score:.3f})  [dim]{escape(hit.id)}[/dim]",
+                  highlight=False)
+        out.print(f"   {hit.text}", highlight=False, markup=False)
+
+
+@app.command("ask")
+def ask_command(
+    question: Annotated[str, typer.Argument(help="Your question to the persona.")],
+    persona: PersonaOpt = None,
+    k: Annotated[int | None, typer.Option("-k", help="Passages to retrieve.")] = None,
+    generator: Annotated[str | None, typer.Option("--generator", "-g", help="extractive (default) or openai.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask the persona; the answer cites the card."""
+    from retrieval.service import PersonaService
+
+    answer = PersonaService(settings_for(data_dir)).ask(question, persona, k, generator)
+    if as_json:
+        out.print_json(json.dumps(answer.to_dict()))
+        return
+    out.print(answer.text, highlight=False, markup=False)
+    if answer.citations:
+        out.print()
+        out.print("[bold]Sources[/bold]")
+        for c in answer.citations:
+            where = c.section + (f" › {c.item}" if c.item else "")
+            out.print(f"{escape(f'[{c.n}]')} {escape(where)}  [dim]{escape(c.id)}[/dim]", highlight=False)
+    for warning in answer.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT", help="Port (default $PORT or 8000).")] = 8000,
+    ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest seeds/ when missing or stale.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Serve the HTTP API (ingesting seeds/ first when the index is missing or stale)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = settings_for(data_dir)
+    if ingest_seeds and settings.seeds_dir.exists():
+        run_ingest(settings, [settings.seeds_dir])
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    """Entry point of the ``persona`` script: domain errors become one line and exit code 2."""
+    try:
+        app()
+    except PersonaError as exc:
+        err.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The ``extractive`` generator: an answer in the persona's voice made of the card's own sentences.
+
+No language model: the best sentences of the retrieved passages are chosen, framed by the kind of
+section they come from ("My rule of thumb:", "The trap I watch for:" ...), and marked ``[n]``
+with their source. Grounded by construction: every sentence is the card's text, every marker
+resolves to a retrieved passage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from retrieval.text import normalise_sentence, sentences, split_bold_lead, strip_markdown
+from retrieval.types import Answer, Citation, Hit, NearSection, PersonaInfo
+
+GENERATOR = "extractive"
+MIN_SENTENCES, MAX_SENTENCES = 2, 4
+KEEP_WITHIN = 0.12  # a sentence is kept while its score is within this of the best one
+SENTENCE_WEIGHT = 0.6  # sentence-to-question similarity vs. its passage's retrieval score
+
+# Section heading (lower case) -> (frame with the item title, frame without it).
+FRAMES: dict[str, tuple[str, str]] = {
+    "purpose": ("As I see my job: {s}", "As I see my job: {s}"),
+    "core mission": ("My mission, in short: {s}", "My mission, in short: {s}"),
+    "primary responsibilities": ("Day to day, this is my job: {s}", "Day to day, this is my job: {s}"),
+    "guiding principles": ("A principle I live by, {t}: {s}", "A principle I live by: {s}"),
+    "mental models": ("The way I think about {t}: {s}", "The way I think about it: {s}"),
+    "first principles": ("What I hold to be true: {s}", "What I hold to be true: {s}"),
+    "questions experts constantly ask": ("A question I keep asking myself: {s}", "A question I keep asking myself: {s}"),
+    "decision frameworks": ("When I face this, I reach for {t}: {s}", "When I face this, I weigh it like this: {s}"),
+    "workflow": ("In how I run the team, {t}: {s}", "In how I run the team: {s}"),
+    "common tradeoffs": ("The tradeoff I weigh is {t}: {s}", "The tradeoff I weigh: {s}"),
+    "rules of thumb": ("My rule of thumb: {s}", "My rule of thumb: {s}"),
+    "failure modes": ("The trap I watch for is {t}: {s}", "The trap I watch for: {s}"),
+    "anti-patterns": ("What I refuse to do is {t}: {s}", "What I refuse to do: {s}"),
+    "vocabulary": ("When I say {t}, I mean {s}", "In my vocabulary: {s}"),
+    "tools": ("A tool I rely on, {t}: {s}", "A tool I rely on: {s}"),
+    "collaboration": ("How I work with others: {s}", "How I work with others: {s}"),
+    "ethics": ("Where I draw the line: {s}", "Where I draw the line: {s}"),
+    "scenarios": ("I've been here, {t}: {s}", "I've been here: {s}"),
+    "related occupations": ("The people around me: {s}", "The people around me: {s}"),
+    "references": ("What I'd point you to: {s}", "What I'd point you to: {s}"),
+    "overview": ("About me: {s}", "About me: {s}"),
+}
+DEFAULT_FRAME = ("From my experience with {t}: {s}", "From my experience: {s}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A sentence of a retrieved passage, with the passage it cites and its score."""
+
+    sentence: str
+    hit: Hit
+    title: str | None
+    score: float = 0.0
+
+
+def candidates(hits: Sequence[Hit]) -> list[Candidate]:
+    """Every distinct sentence of the hits, attributed to the most precise passage that has it.
+
+    An item's bold lead is not a sentence of its own: it becomes the title the frame names.
+    """
+    chosen: dict[str, Candidate] = {}
+    for hit in hits:
+        for block in hit.text.splitlines():
+            title, body = split_bold_lead(block)
+            for sentence in sentences(body):
+                key = normalise_sentence(sentence)
+                if len(key) < 12:
+                    continue
+                existing = chosen.get(key)
+                if existing is None or (existing.hit.kind != "item" and hit.kind == "item"):
+                    chosen[key] = Candidate(sentence, hit, title or hit.item if hit.kind == "item" else title)
+    return list(chosen.values())
+
+
+def frame(candidate: Candidate, first_of_passage: bool) -> str:
+    """The sentence in the persona's voice, introduced by what kind of knowledge it is."""
+    sentence = candidate.sentence.lstrip("—–- ").strip()
+    if not first_of_passage:
+        return sentence
+    with_title, without_title = FRAMES.get(candidate.hit.section.strip().lower(), DEFAULT_FRAME)
+    title = candidate.title
+    if title and "{t}" in with_title:
+        shown_title = title if candidate.hit.section.lower() in {"vocabulary", "tools"} else _lower_first(title)
+        return with_title.format(t=shown_title, s=sentence)
+    return without_title.format(s=sentence)
+
+
+def _lower_first(text: str) -> str:
+    if len(text) > 1 and text[1].islower():
+        return text[0].lower() + text[1:]
+    return text
+
+
+def select(scored: Sequence[Candidate]) -> list[Candidate]:
+    """Two to four sentences, best first, within :data:`KEEP_WITHIN` of the best score."""
+    ranked = sorted(scored, key=lambda c: c.score, reverse=True)
+    if not ranked:
+        return []
+    best = ranked[0].score
+    picked = [c for c in ranked if c.score >= best - KEEP_WITHIN][:MAX_SENTENCES]
+    if len(picked) < MIN_SENTENCES:
+        picked = ranked[:MIN_SENTENCES]
+    return picked
+
+
+def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits: Sequence[Hit]) -> Answer:
+    """Number the cited passages in order of first use and join the framed sentences."""
+    numbers: dict[str, int] = {}
+    citations: list[Citation] = []
+    parts: list[str] = []
+    for candidate in chosen:
+        hit = candidate.hit
+        first = hit.id not in numbers
+        if first:
+            numbers[hit.id] = len(numbers) + 1
+            citations.append(Citation(numbers[hit.id], hit.id, hit.section, hit.item, hit.text))
+        text = frame(candidate, first).rstrip()
+        if text[-1:] not in ".!?":
+            text += "."
+        parts.append(f"{text} [{numbers[hit.id]}]")
+    return Answer(info.slug, question, " ".join(parts), citations, True, GENERATOR, hits=list(hits))
+
+
+def nearest_sections(hits: Sequence[Hit], limit: int = 3) -> list[NearSection]:
+    """The distinct sections of the best hits, best first, with their section ids."""
+    seen: dict[str, NearSection] = {}
+    for hit in hits:
+        if hit.section not in seen:
+            section_id = hit.id.rsplit("/", 1)[0] if hit.kind == "item" else hit.id
+            seen[hit.section] = NearSection(section_id, hit.section)
+    return list(seen.values())[:limit]
+
+
+def not_covered(info: PersonaInfo, question: str, hits: Sequence[Hit], generator: str = GENERATOR) -> Answer:
+    """The persona says the card does not cover the question and names the nearest sections."""
+    near = nearest_sections(hits)
+    text = (f"That's not something I can speak to as a {info.title}: what I know doesn't cover it, "
+            "and I won't make advice up.")
+    if near:
+        text += " The closest things I can talk about are " + _join([n.section for n in near]) + "."
+    return Answer(info.slug, question, text, [], False, generator, hits=list(hits), nearest=near)
+
+
+def _join(items: Sequence[str]) -> str:
+    quoted = [f"“{i}”" for i in items]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def extractive_answer(
+    info: PersonaInfo,
+    question: str,
+    hits: Sequence[Hit],
+    similarity: Callable[[list[str]], list[float]],
+    min_score: float,
+) -> Answer:
+    """Answer from the hits, or say the card does not cover the question.
+
+    ``similarity`` scores sentences against the question (cosine of embeddings in the service).
+    """
+    if not hits or hits[0].score < min_score:
+        return not_covered(info, question, hits)
+    pool = candidates(hits)
+    if not pool:
+        return not_covered(info, question, hits)
+    sims = similarity([strip_markdown(c.sentence) for c in pool])
+    scored = [Candidate(c.sentence, c.hit, c.title, SENTENCE_WEIGHT * s + (1 - SENTENCE_WEIGHT) * c.hit.score)
+              for c, s in zip(pool, sims, strict=True)]
+    return compose(info, question, select(scored), hits)

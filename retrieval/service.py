@@ -1,0 +1,126 @@
+"""The library facade the CLI and the HTTP routes both call: personas, retrieve, ask."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from retrieval.answer import GENERATOR as EXTRACTIVE
+from retrieval.answer import extractive_answer
+from retrieval.embedder import Embedder, create_embedder
+from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
+from retrieval.search import to_hits
+from retrieval.settings import Settings
+from retrieval.store import Store
+from retrieval.types import Answer, Hit, PersonaInfo
+
+MAX_QUERY_CHARS = 2000
+MAX_K = 50
+
+Generator = Callable[["PersonaService", PersonaInfo, str, list[Hit]], Answer]
+
+
+class PersonaService:
+    """Owns the embedder and the store (both created on first use) and answers questions."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, store: Store | None = None) -> None:
+        self.settings = settings
+        self._embedder = embedder
+        self._store = store
+        self._lock = threading.Lock()
+        self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = create_embedder(self.settings.model)
+        return self._embedder
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = Store(self.settings)
+        return self._store
+
+    # -- personas -----------------------------------------------------------------------------
+    def personas(self) -> list[PersonaInfo]:
+        return self.store.personas()
+
+    def persona(self, slug: str | None) -> PersonaInfo:
+        """The named persona, or the only one indexed when ``slug`` is empty."""
+        if slug:
+            info = self.store.persona(slug)
+            if info is None:
+                raise UnknownPersona(slug, [p.slug for p in self.personas()])
+            return info
+        available = self.personas()
+        if len(available) != 1:
+            raise PersonaRequired([p.slug for p in available])
+        return available[0]
+
+    # -- retrieval ----------------------------------------------------------------------------
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embedder.encode([text])[0]
+
+    def retrieve(self, query: str, persona: str | None = None, k: int | None = None,
+                 sections: Sequence[str] | None = None) -> tuple[PersonaInfo, list[Hit]]:
+        """The ``k`` passages of a persona's card nearest to ``query``."""
+        query = _clean(query, "query")
+        k = self.settings.default_k if k is None else k
+        if not 1 <= k <= MAX_K:
+            raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {k}")
+        info = self.persona(persona)
+        wanted = _match_sections(info, sections) if sections else None
+        matches = self.store.query(info.slug, self.embed_query(query), k, wanted)
+        return info, to_hits(matches)
+
+    # -- answers ------------------------------------------------------------------------------
+    def ask(self, question: str, persona: str | None = None, k: int | None = None,
+            generator: str | None = None) -> Answer:
+        """An answer in the persona's voice, every claim cited, or an honest "not covered"."""
+        question = _clean(question, "question")
+        name = generator or EXTRACTIVE
+        make = self.generators.get(name)
+        if make is None:
+            raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
+        info, hits = self.retrieve(question, persona, k)
+        return make(self, info, question, hits)
+
+    def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
+        """A scorer of sentences against a question: cosine of their embeddings."""
+        def score(texts: list[str]) -> list[float]:
+            vectors = self.embedder.encode([question, *texts])
+            return [float(v) for v in vectors[1:] @ vectors[0]]
+        return score
+
+
+def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit]) -> Answer:
+    return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
+
+
+def _clean(text: str, field: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidQuery(f"{field} must be a non-empty string")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidQuery(f"{field} must be at most {MAX_QUERY_CHARS} characters, got {len(text)}")
+    return text.strip()
+
+
+def _match_sections(info: PersonaInfo, sections: Sequence[str]) -> list[str]:
+    """Map requested section names (heading or slug, any case) to the card's headings verbatim."""
+    known = ["Overview", *info.sections]
+    lookup = {h.lower(): h for h in known}
+    lookup.update({h.lower().replace(" ", "-"): h for h in known})
+    out = []
+    for name in sections:
+        heading = lookup.get(str(name).strip().lower())
+        if heading is None:
+            raise InvalidQuery(f"unknown section {name!r} for persona {info.slug!r}; sections: {', '.join(known)}")
+        out.append(heading)
+    return out

@@ -1,0 +1,299 @@
+"""The vector store: the only module that imports chromadb.
+
+Layout inside Chroma:
+
+* ``persona_registry``: one record per persona (id = slug) whose metadata points at the persona's
+  live collection and carries its :class:`PersonaInfo` as JSON.
+* ``p-<slug>-<version>``: one collection per published version of a persona's chunks.
+
+Publishing builds a complete new collection, then switches the registry pointer with one upsert,
+then drops the old collection: a reader sees the old index or the new one, never a mix or an
+empty one. Collections no pointer refers to (an ingest killed midway) are swept on the next
+publish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from retrieval.errors import IndexUnavailable, InvalidQuery
+from retrieval.settings import Settings
+from retrieval.types import Chunk, PersonaInfo
+
+log = logging.getLogger(__name__)
+
+REGISTRY = "persona_registry"
+WRITE_BATCH = 500
+_UNIT = [1.0]  # registry records carry a placeholder vector; they are looked up by id only
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as the index holds it: id, metadata and (when asked for) its embedding."""
+
+    id: str
+    metadata: dict[str, Any]
+    embedding: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """One nearest neighbour: the stored chunk's id and metadata, and the cosine distance."""
+
+    id: str
+    metadata: dict[str, Any]
+    distance: float
+
+
+def _chroma_settings():  # noqa: ANN202 - chromadb.config.Settings, imported lazily
+    from chromadb.config import Settings as ChromaSettings
+
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+def _collection_name(slug: str) -> str:
+    return f"p-{slug}-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"[:500]
+
+
+class Store:
+    """Chroma behind the few operations the service needs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = None
+        self._lock = threading.Lock()
+        self._collections: dict[str, Any] = {}
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return self.settings.chroma_url or str(self.settings.data_dir / "chroma")
+
+    def _connect(self):  # noqa: ANN202
+        os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+        import chromadb
+
+        url = self.settings.chroma_url
+        try:
+            if url:
+                parsed = urlparse(url if "://" in url else f"http://{url}")
+                client = chromadb.HttpClient(
+                    host=parsed.hostname or "localhost",
+                    port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                    ssl=parsed.scheme == "https",
+                    settings=_chroma_settings(),
+                )
+                client.heartbeat()
+            else:
+                path = self.settings.data_dir / "chroma"
+                path.mkdir(parents=True, exist_ok=True)
+                client = chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot open the index at {self.location}: {exc}") from exc
+        return client
+
+    @property
+    def client(self):  # noqa: ANN201
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def ping(self) -> None:
+        """Raise :class:`IndexUnavailable` when the index cannot be reached."""
+        try:
+            self.client.heartbeat()
+            self._registry()
+        except IndexUnavailable:
+            raise
+        except Exception as exc:
+            raise IndexUnavailable(f"the index at {self.location} does not answer: {exc}") from exc
+
+    def _registry(self):  # noqa: ANN202
+        return self.client.get_or_create_collection(REGISTRY, embedding_function=None)
+
+    def _collection(self, name: str):  # noqa: ANN202
+        cached = self._collections.get(name)
+        if cached is None:
+            cached = self.client.get_collection(name, embedding_function=None)
+            self._collections[name] = cached
+        return cached
+
+    # -- registry -----------------------------------------------------------------------------
+    def _pointers(self, slugs: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        try:
+            got = self._registry().get(ids=list(slugs) if slugs is not None else None, include=["metadatas"])
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot read the index at {self.location}: {exc}") from exc
+        return {pid: dict(meta or {}) for pid, meta in zip(got["ids"], got["metadatas"] or [], strict=False)}
+
+    def personas(self) -> list[PersonaInfo]:
+        """Every published persona, sorted by slug."""
+        pointers = self._pointers()
+        return [PersonaInfo.from_dict(json.loads(p["info"])) for _, p in sorted(pointers.items())]
+
+    def persona(self, slug: str) -> PersonaInfo | None:
+        pointer = self._pointers([slug]).get(slug)
+        return PersonaInfo.from_dict(json.loads(pointer["info"])) if pointer else None
+
+    def pointer(self, slug: str) -> dict[str, Any] | None:
+        """The registry record of a persona: live collection name, model, info JSON."""
+        return self._pointers([slug]).get(slug)
+
+    # -- reading ------------------------------------------------------------------------------
+    def chunks(self, slug: str, with_embeddings: bool = False) -> list[StoredChunk]:
+        """All stored chunks of a persona (empty when it is not published)."""
+        pointer = self.pointer(slug)
+        if not pointer:
+            return []
+        include = ["metadatas", "embeddings"] if with_embeddings else ["metadatas"]
+        got = self._collection(pointer["collection"]).get(include=include)
+        embeddings = got.get("embeddings") if with_embeddings else None
+        out = []
+        for index, (cid, meta) in enumerate(zip(got["ids"], got["metadatas"] or [], strict=False)):
+            vector = np.asarray(embeddings[index], dtype=np.float32) if embeddings is not None else None
+            out.append(StoredChunk(cid, dict(meta or {}), vector))
+        return sorted(out, key=lambda c: int(c.metadata.get("position", 0)))
+
+    def query(self, slug: str, vector: np.ndarray, k: int, sections: Sequence[str] | None = None) -> list[Match]:
+        """The ``k`` nearest chunks of a persona, optionally only from some sections."""
+        return self.query_many(slug, vector[None, :], k, sections)[0]
+
+    def query_many(self, slug: str, vectors: np.ndarray, k: int,
+                   sections: Sequence[str] | None = None) -> list[list[Match]]:
+        """Nearest chunks for several query vectors at once (one round trip)."""
+        where = None
+        if sections:
+            where = {"section": {"$in": list(sections)}} if len(sections) > 1 else {"section": sections[0]}
+        for attempt in (1, 2):
+            pointer = self.pointer(slug)
+            if not pointer:
+                raise InvalidQuery(f"persona {slug!r} is not indexed")
+            try:
+                collection = self._collection(pointer["collection"])
+                count = collection.count()
+                got = collection.query(query_embeddings=vectors.astype(np.float32).tolist(),
+                                       n_results=max(1, min(k, count)), where=where,
+                                       include=["metadatas", "distances"])
+                break
+            except Exception as exc:  # the collection was swapped between pointer read and query
+                self._collections.pop(pointer["collection"], None)
+                if attempt == 2:
+                    raise IndexUnavailable(f"cannot query the index at {self.location}: {exc}") from exc
+        results = []
+        for ids, metas, dists in zip(got["ids"], got["metadatas"], got["distances"], strict=False):
+            results.append([Match(i, dict(m or {}), float(d)) for i, m, d in zip(ids, metas, dists, strict=False)])
+        return results
+
+    # -- writing ------------------------------------------------------------------------------
+    def publish(self, info: PersonaInfo, chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
+                on_batch: Any = None) -> str:
+        """Write a complete new version of a persona, then switch the pointer to it atomically."""
+        if len(chunks) != len(vectors):
+            raise ValueError("one vector per chunk expected")
+        old = self.pointer(info.slug)
+        name = _collection_name(info.slug)
+        try:
+            collection = self.client.create_collection(
+                name, embedding_function=None, configuration={"hnsw": {"space": "cosine"}},
+                metadata={"persona": info.slug, "model": model},
+            )
+            for start in range(0, len(chunks), WRITE_BATCH):
+                batch = chunks[start:start + WRITE_BATCH]
+                collection.add(
+                    ids=[c.id for c in batch],
+                    embeddings=vectors[start:start + WRITE_BATCH].astype(np.float32).tolist(),
+                    documents=[c.embed_text for c in batch],
+                    metadatas=[c.metadata() for c in batch],
+                )
+                if on_batch:
+                    on_batch(len(batch))
+            self._registry().upsert(
+                ids=[info.slug], embeddings=[_UNIT], documents=[info.slug],
+                metadatas=[{"collection": name, "model": model, "info": json.dumps(info.to_dict())}],
+            )
+        except Exception as exc:
+            self._drop(name)
+            raise IndexUnavailable(f"cannot write persona {info.slug!r} to {self.location}: {exc}") from exc
+        if old and old.get("collection") != name:
+            self._drop(old["collection"])
+        return name
+
+    def remove(self, slug: str) -> bool:
+        """Unpublish a persona and drop its collection."""
+        old = self.pointer(slug)
+        if not old:
+            return False
+        self._registry().delete(ids=[slug])
+        self._drop(old["collection"])
+        return True
+
+    def sweep(self) -> list[str]:
+        """Drop persona collections that no pointer refers to (left by an interrupted ingest)."""
+        live = {p["collection"] for p in self._pointers().values()}
+        dropped = []
+        for name in self._collection_names():
+            if name.startswith("p-") and name not in live:
+                self._drop(name)
+                dropped.append(name)
+        return dropped
+
+    def _collection_names(self) -> Iterable[str]:
+        for item in self.client.list_collections():
+            yield item if isinstance(item, str) else item.name
+
+    def _drop(self, name: str) -> None:
+        self._collections.pop(name, None)
+        try:
+            self.client.delete_collection(name)
+        except Exception as exc:  # already gone, or the server is down: the sweep retries later
+            log.debug("could not drop collection %s: %s", name, exc)
+
+
+_LOCKS: dict[str, Any] = {}
+
+
+def exclusive(settings: Settings):  # noqa: ANN201 - a filelock.FileLock or a null context
+    """Hold the embedded index for this process: one process per PersistentClient directory.
+
+    Several processes on one embedded Chroma directory corrupt it (Chroma issues 421, 961, 3769),
+    so the server and ``persona ingest`` take this lock. With ``PERSONA_CHROMA_URL`` the Chroma
+    server arbitrates and no lock is needed. Raises :class:`IndexUnavailable` when it is taken.
+    """
+    import contextlib
+
+    from filelock import FileLock, Timeout
+
+    if settings.chroma_url:
+        return contextlib.nullcontext()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = str((settings.data_dir / "index.lock").resolve())
+    lock = _LOCKS.setdefault(path, FileLock(path, timeout=0))
+
+    @contextlib.contextmanager
+    def held():  # noqa: ANN202
+        try:
+            lock.acquire()
+        except Timeout:
+            raise IndexUnavailable(
+                f"the index at {settings.data_dir} is in use by another process (a running server?). "
+                "Stop it first, or share one index through a Chroma server with PERSONA_CHROMA_URL."
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    return held()

@@ -1,0 +1,55 @@
+"""Small pure text helpers shared by answering and evaluation."""
+
+from __future__ import annotations
+
+import re
+
+_EMPHASIS = re.compile(r"(\*\*|__|\*|`)(?P<inner>.+?)\1")
+_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+", re.MULTILINE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"“(*]?[A-Z0-9])")
+_BOLD_LEAD = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])?\s*\*\*(?P<title>.+?)\*\*\s*[—–:-]?\s*", re.DOTALL)
+_ABBREVIATIONS = ("vs.", "e.g.", "i.e.", "etc.", "Mr.", "Ms.", "Dr.", "approx.", "incl.")
+MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+def strip_markdown(text: str) -> str:
+    """Emphasis and list markers removed, whitespace collapsed to single spaces."""
+    text = _LIST_MARKER.sub("", text)
+    text = _EMPHASIS.sub(lambda m: m.group("inner"), text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def split_bold_lead(text: str) -> tuple[str | None, str]:
+    """``**Title.** Body`` -> ("Title", "Body"); text without a bold lead -> (None, text)."""
+    match = _BOLD_LEAD.match(text)
+    if not match:
+        return None, text
+    return match.group("title").strip().rstrip(".:").strip(), text[match.end():]
+
+
+def sentences(text: str) -> list[str]:
+    """Split plain text into sentences; abbreviations such as "vs." do not end a sentence."""
+    text = strip_markdown(text)
+    if not text:
+        return []
+    parts = _SENTENCE_END.split(text)
+    merged: list[str] = []
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if merged and merged[-1].endswith(_ABBREVIATIONS):
+            merged[-1] = f"{merged[-1]} {part}"
+        else:
+            merged.append(part)
+    return merged
+
+
+def markers(text: str) -> list[int]:
+    """The ``[n]`` citation markers in a text, in order of appearance (repeats kept)."""
+    return [int(m) for m in MARKER.findall(text)]
+
+
+def normalise_sentence(text: str) -> str:
+    """A key for spotting repeated sentences: lower case letters and digits only."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()

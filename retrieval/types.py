@@ -1,0 +1,139 @@
+"""Plain values that flow through the system: chunks, hits, citations, answers, personas."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+ChunkKind = Literal["overview", "section", "item"]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One retrievable passage of a card.
+
+    ``text`` is the card's own markdown (whitespace normalised), shown and quoted;
+    ``embed_text`` carries its context ("Sales Manager > Guiding Principles > ...") and is embedded.
+    """
+
+    id: str
+    persona: str
+    kind: ChunkKind
+    section: str
+    item: str | None
+    text: str
+    embed_text: str
+    content_hash: str
+    position: int
+
+    def metadata(self) -> dict[str, Any]:
+        """Flat metadata for the vector store (Chroma accepts no None values)."""
+        return {
+            "persona": self.persona,
+            "kind": self.kind,
+            "section": self.section,
+            "item": self.item or "",
+            "text": self.text,
+            "content_hash": self.content_hash,
+            "position": self.position,
+        }
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk returned for a query, with its score in [0, 1] (cosine similarity, clipped) and rank."""
+
+    id: str
+    persona: str
+    kind: ChunkKind
+    section: str
+    item: str | None
+    text: str
+    score: float
+    rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One numbered source of an answer: the ``[n]`` marker resolves to this passage."""
+
+    n: int
+    id: str
+    section: str
+    item: str | None
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NearSection:
+    """A section named when the card does not cover a question: where to look instead."""
+
+    id: str
+    section: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer in the persona's voice. Every ``[n]`` in ``text`` resolves to one citation."""
+
+    persona: str
+    question: str
+    text: str
+    citations: list[Citation]
+    grounded: bool
+    generator: str
+    hits: list[Hit] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    nearest: list[NearSection] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "persona": self.persona,
+            "question": self.question,
+            "answer": self.text,
+            "citations": [c.to_dict() for c in self.citations],
+            "grounded": self.grounded,
+            "generator": self.generator,
+            "warnings": list(self.warnings),
+            "nearest_sections": [asdict(n) for n in self.nearest],
+        }
+
+
+@dataclass(frozen=True)
+class PersonaInfo:
+    """What the index knows about one persona, stored beside its chunks."""
+
+    slug: str
+    title: str
+    aliases: list[str]
+    summary: str
+    sections: list[str]
+    chunks: int
+    core_mission: str = ""
+    principles: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """The fields of the HTTP contract."""
+        return {
+            "slug": self.slug,
+            "title": self.title,
+            "aliases": list(self.aliases),
+            "summary": self.summary,
+            "sections": list(self.sections),
+            "chunks": self.chunks,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PersonaInfo:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

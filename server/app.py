@@ -1,0 +1,43 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from retrieval.service import PersonaService
+from retrieval.settings import Settings
+from retrieval.store import exclusive
+from server import errors, routes
+
+
+def create_app(settings: Settings | None = None, service: PersonaService | None = None) -> FastAPI:
+    """Build the app. The model and the index are opened in the lifespan, not at import time."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with exclusive(settings):
+            app.state.service = service or PersonaService(settings)
+            await run_in_threadpool(_warm_up, app.state.service)
+            yield
+
+    app = FastAPI(
+        title="persona-rag",
+        version="0.1.0",
+        summary="Occupation personas that answer in their own voice, every claim cited to the card.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(routes.router)
+    return app
+
+
+def _warm_up(service: PersonaService) -> None:
+    """Open the index and load the model before the first request."""
+    service.store.ping()
+    service.embed_query("warm up")

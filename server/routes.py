@@ -1,0 +1,59 @@
+"""Thin HTTP routes over :class:`retrieval.service.PersonaService`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from retrieval.errors import PersonaError
+from retrieval.service import PersonaService
+from server.schemas import (
+    AskRequest,
+    AskResponse,
+    ErrorOut,
+    Health,
+    PersonasResponse,
+    RetrieveRequest,
+    RetrieveResponse,
+)
+
+router = APIRouter()
+ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+
+
+def service_of(request: Request) -> PersonaService:
+    return request.app.state.service
+
+
+@router.get("/healthz", response_model=Health, tags=["ops"])
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness and readiness: ``ok`` when the index answers; otherwise 503 saying what is wrong."""
+    service = service_of(request)
+    try:
+        await run_in_threadpool(service.store.ping)
+    except PersonaError as exc:
+        return JSONResponse({"status": "unavailable", "checks": {"index": exc.message}}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/v1/personas", response_model=PersonasResponse, responses=ERRORS, tags=["personas"])
+async def personas(request: Request) -> dict:
+    infos = await run_in_threadpool(service_of(request).personas)
+    return {"personas": [p.public() for p in infos]}
+
+
+@router.post("/v1/retrieve", response_model=RetrieveResponse, responses=ERRORS, tags=["personas"])
+async def retrieve(body: RetrieveRequest, request: Request) -> dict:
+    """The card passages nearest to the query, best first, scores in [0, 1]."""
+    info, hits = await run_in_threadpool(service_of(request).retrieve, body.query, body.persona, body.k,
+                                         body.sections)
+    return {"persona": info.slug, "query": body.query,
+            "results": [h.to_dict() for h in hits]}
+
+
+@router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, tags=["personas"])
+async def ask(body: AskRequest, request: Request) -> dict:
+    """An answer in the persona's voice; every ``[n]`` marker resolves to one citation."""
+    answer = await run_in_threadpool(service_of(request).ask, body.question, body.persona, body.k, body.generator)
+    return answer.to_dict()

@@ -1,0 +1,88 @@
+"""Request and response bodies of the HTTP contract (see DESIGN.md)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from retrieval.service import MAX_K, MAX_QUERY_CHARS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrieveRequest(Strict):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to search the card for.")
+    persona: str | None = Field(None, max_length=100, description="Persona slug; optional while only one is indexed.")
+    k: int = Field(5, ge=1, le=MAX_K, description="How many passages to return.")
+    sections: list[str] | None = Field(None, max_length=50, description="Only search these sections (headings).")
+
+
+class AskRequest(Strict):
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    persona: str | None = Field(None, max_length=100)
+    k: int | None = Field(None, ge=1, le=MAX_K)
+    generator: str | None = Field(None, max_length=40, description="'extractive' (default) or 'openai'.")
+
+
+class PersonaOut(BaseModel):
+    slug: str
+    title: str
+    aliases: list[str]
+    summary: str
+    sections: list[str]
+    chunks: int
+
+
+class PersonasResponse(BaseModel):
+    personas: list[PersonaOut]
+
+
+class HitOut(BaseModel):
+    id: str
+    persona: str
+    section: str
+    item: str | None
+    text: str
+    score: float
+    rank: int
+
+
+class RetrieveResponse(BaseModel):
+    persona: str
+    query: str
+    results: list[HitOut]
+
+
+class CitationOut(BaseModel):
+    n: int
+    id: str
+    section: str
+    item: str | None
+    text: str
+
+
+class NearSection(BaseModel):
+    id: str
+    section: str
+
+
+class AskResponse(BaseModel):
+    persona: str
+    question: str
+    answer: str
+    citations: list[CitationOut]
+    grounded: bool
+    generator: str
+    warnings: list[str] = []
+    nearest_sections: list[NearSection] = []
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    code: str

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real model (loaded once), a real Chroma index in a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from ingest.indexer import ingest  # noqa: E402
+from retrieval.embedder import SentenceTransformerEmbedder  # noqa: E402
+from retrieval.service import PersonaService  # noqa: E402
+from retrieval.settings import Settings  # noqa: E402
+from retrieval.store import Store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = ROOT / "seeds" / "sales-manager.yaml"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The real all-MiniLM-L6-v2, shared by every test of the session."""
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "index", seeds_dir=tmp_path / "seeds")
+
+
+@pytest.fixture
+def seeds_dir(settings: Settings) -> Path:
+    settings.seeds_dir.mkdir(parents=True)
+    shutil.copy(SEED, settings.seeds_dir / SEED.name)
+    return settings.seeds_dir
+
+
+@pytest.fixture
+def store(settings: Settings) -> Store:
+    return Store(settings)
+
+
+@pytest.fixture(scope="session")
+def seeded_settings(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Settings:
+    """One index of the seed card, built once and only read by the tests that use it."""
+    root = tmp_path_factory.mktemp("seeded")
+    settings = Settings(data_dir=root / "index", seeds_dir=ROOT / "seeds")
+    ingest([settings.seeds_dir], Store(settings), embedder, settings.model)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def service(seeded_settings: Settings, embedder: SentenceTransformerEmbedder) -> PersonaService:
+    return PersonaService(seeded_settings, embedder=embedder)

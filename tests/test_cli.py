@@ -1,0 +1,100 @@
+"""The `persona` command through a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SEED
+
+PERSONA = [sys.executable, "-m", "persona"]
+
+
+def persona(*args: str, data_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PERSONA_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*PERSONA, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("cli") / "index"
+    result = persona("ingest", str(SEED), data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "sales-manager: 103 chunks, 103 added" in result.stderr
+    return data_dir
+
+
+def test_ingest_again_is_unchanged(cli_index: Path) -> None:
+    result = persona("ingest", str(SEED), data_dir=cli_index)
+    assert result.returncode == 0 and "unchanged" in result.stderr
+
+
+def test_ask_json_cites_the_card(cli_index: Path) -> None:
+    result = persona("ask", "How do I know if a rep needs coaching or should be let go?", "--json",
+                     data_dir=cli_index)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["grounded"] and body["citations"]
+    assert all(c["id"].startswith("sales-manager/") for c in body["citations"])
+
+
+def test_ask_text_prints_sources_and_retrieve_lists_hits(cli_index: Path) -> None:
+    answer = persona("ask", "What is a PIP?", data_dir=cli_index)
+    assert answer.returncode == 0 and "Sources" in answer.stdout and "[1]" in answer.stdout
+    hits = persona("retrieve", "What is a PIP?", "-k", "2", data_dir=cli_index)
+    assert hits.returncode == 0 and "Vocabulary › PIP" in hits.stdout
+
+
+def test_errors_are_one_line_without_traceback(cli_index: Path, tmp_path: Path) -> None:
+    unknown = persona("ask", "hello", "--persona", "astronaut", data_dir=cli_index)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().startswith("error: unknown persona 'astronaut'")
+    assert "Traceback" not in unknown.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("title: Broken\nslug: broken\n", encoding="utf-8")
+    rejected = persona("ingest", str(bad), data_dir=cli_index)
+    assert rejected.returncode == 2 and "Traceback" not in rejected.stderr
+    assert f"{bad}: field 'sections'" in rejected.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_ingests_seeds_then_answers_over_http(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    shutil.copy(SEED, seeds / SEED.name)
+    port = free_port()
+    env = {**os.environ, "PERSONA_DATA_DIR": str(tmp_path / "index"), "PERSONA_SEEDS_DIR": str(seeds),
+           "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([*PERSONA, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/ask", timeout=30,
+                          json={"question": "How much pipeline do I need to hit my quota?"}).json()
+        assert body["grounded"] and body["citations"][0]["id"].startswith("sales-manager/")
+        second = subprocess.run([*PERSONA, "ingest", str(seeds)], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2 and "in use by another process" in second.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

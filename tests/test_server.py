@@ -1,0 +1,88 @@
+"""Every endpoint through HTTP against the app factory, the real model and a real index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from retrieval.service import PersonaService
+from retrieval.settings import Settings
+from retrieval.text import markers
+from server.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(seeded_settings: Settings, service: PersonaService) -> Iterator[TestClient]:
+    with TestClient(create_app(seeded_settings, service=service), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_personas(client: TestClient) -> None:
+    [persona] = client.get("/v1/personas").json()["personas"]
+    assert persona["slug"] == "sales-manager" and persona["title"] == "Sales Manager"
+    assert len(persona["sections"]) == 20 and persona["chunks"] == 103
+    assert set(persona) == {"slug", "title", "aliases", "summary", "sections", "chunks"}
+
+
+def test_retrieve_contract(client: TestClient) -> None:
+    body = client.post("/v1/retrieve", json={"query": "what does OTE mean", "k": 3}).json()
+    assert body["persona"] == "sales-manager" and body["query"] == "what does OTE mean"
+    assert [r["rank"] for r in body["results"]] == [1, 2, 3]
+    top = body["results"][0]
+    assert set(top) == {"id", "persona", "section", "item", "text", "score", "rank"}
+    assert top["id"] == "sales-manager/vocabulary/ote" and top["section"] == "Vocabulary" and top["item"] == "OTE"
+
+
+def test_ask_contract(client: TestClient) -> None:
+    body = client.post("/v1/ask", json={"question": "How much pipeline do I need to hit my quota?"}).json()
+    assert body["grounded"] is True and body["generator"] == "extractive"
+    assert {"persona", "question", "answer", "citations", "grounded", "generator"} <= set(body)
+    assert set(markers(body["answer"])) == {c["n"] for c in body["citations"]}
+    for citation in body["citations"]:
+        assert citation["id"].startswith("sales-manager/") and citation["text"] and citation["section"]
+
+
+def test_ask_off_topic(client: TestClient) -> None:
+    body = client.post("/v1/ask", json={"question": "How do I bake sourdough bread?"}).json()
+    assert body["grounded"] is False and body["citations"] == []
+    assert body["nearest_sections"] and all(n["section"] in body["answer"] for n in body["nearest_sections"])
+
+
+def test_unknown_persona_is_404_listing_slugs(client: TestClient) -> None:
+    response = client.post("/v1/ask", json={"question": "hi", "persona": "astronaut"})
+    assert response.status_code == 404
+    assert "sales-manager" in response.json()["detail"] and response.json()["available"] == ["sales-manager"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/ask", {"question": ""}, "question"),
+        ("/v1/ask", {"question": "   "}, "question"),
+        ("/v1/ask", {}, "question"),
+        ("/v1/ask", {"question": 42}, "question"),
+        ("/v1/ask", {"question": "x" * 2001}, "question"),
+        ("/v1/ask", {"question": "hi", "k": 51}, "k"),
+        ("/v1/retrieve", {"query": "forecast", "k": 0}, "k"),
+        ("/v1/retrieve", {"query": "forecast", "k": "many"}, "k"),
+        ("/v1/retrieve", {"query": "forecast", "sections": ["Cooking"]}, "section"),
+        ("/v1/ask", {"question": "hi", "generator": "gpt-99"}, "generator"),
+        ("/v1/ask", {"question": "hi", "colour": "red"}, "colour"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(client: TestClient, path: str, body: dict, field: str) -> None:
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"]
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    response = client.post("/v1/ask", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "JSON" in response.json()["detail"]
