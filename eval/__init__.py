@@ -1,0 +1,1 @@
+"""Evaluation: question sets, metrics (pure), runner, reports. Import as ``from eval import ...``."""
