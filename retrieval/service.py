@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -14,12 +15,13 @@ from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired
 from retrieval.search import to_hits
 from retrieval.settings import Settings
 from retrieval.store import Store
-from retrieval.types import Answer, Hit, PersonaInfo
+from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
 
 Generator = Callable[["PersonaService", PersonaInfo, str, list[Hit]], Answer]
+Streamer = Callable[["PersonaService", PersonaInfo, str, list[Hit]], Iterator[AnswerEvent]]
 
 
 class PersonaService:
@@ -31,6 +33,7 @@ class PersonaService:
         self._store = store
         self._lock = threading.Lock()
         self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
+        self.streamers: dict[str, Streamer] = {}
 
     @property
     def embedder(self) -> Embedder:
@@ -91,6 +94,25 @@ class PersonaService:
             raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
         info, hits = self.retrieve(question, persona, k)
         return make(self, info, question, hits)
+
+    def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
+                   generator: str | None = None) -> Iterator[AnswerEvent]:
+        """The answer as a stream: text deltas as they are produced, then the final answer.
+
+        Generators that produce text incrementally can register in :attr:`streamers`; the others
+        are answered whole and their text is streamed word by word.
+        """
+        name = generator or EXTRACTIVE
+        stream = self.streamers.get(name)
+        if stream is not None:
+            question = _clean(question, "question")
+            info, hits = self.retrieve(question, persona, k)
+            yield from stream(self, info, question, hits)
+            return
+        answer = self.ask(question, persona, k, generator)
+        for word in re.findall(r"\S+\s*", answer.text):
+            yield AnswerEvent("delta", word)
+        yield AnswerEvent("answer", answer.text, answer)
 
     def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
         """A scorer of sentences against a question: cosine of their embeddings."""

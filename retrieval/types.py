@@ -137,3 +137,16 @@ class PersonaInfo:
     def from_dict(cls, data: dict[str, Any]) -> PersonaInfo:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class AnswerEvent:
+    """One step of a streamed answer: a ``delta`` of answer text, then one final ``answer``.
+
+    The final event carries the complete, checked :class:`Answer`; its ``text`` is authoritative
+    (a generator may drop invalid markers after streaming them).
+    """
+
+    type: Literal["delta", "answer"]
+    text: str = ""
+    answer: Answer | None = None

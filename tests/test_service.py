@@ -50,3 +50,10 @@ def test_unknown_persona_and_bad_input(service: PersonaService) -> None:
         service.ask("   ")
     with pytest.raises(InvalidQuery):
         service.retrieve("forecast", k=0)
+
+
+def test_ask_events_stream_the_same_answer(service: PersonaService) -> None:
+    events = list(service.ask_events("What does OTE mean?"))
+    assert [e.type for e in events[:-1]] == ["delta"] * (len(events) - 1) and events[-1].type == "answer"
+    assert "".join(e.text for e in events[:-1]) == events[-1].answer.text
+    assert events[-1].answer.citations
