@@ -2,9 +2,8 @@
 
 A cited sentence is *supported* by a passage when most of its words appear in the passage in the
 same order: ROUGE-L precision of the sentence against the passage (``rouge-score``, Porter
-stemming) is at least :data:`SUPPORT_THRESHOLD`. Persona framing ("My rule of thumb:") costs a few
-words, which the threshold allows for; a sentence that paraphrases freely or invents content
-falls below it.
+stemming) is at least :data:`SUPPORT_THRESHOLD`. The persona's short framing lead-in ("My rule of
+thumb:") is not judged; a sentence that paraphrases freely or invents content falls below it.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from retrieval.text import MARKER, strip_markdown
 
 SUPPORT_THRESHOLD = 0.5
+MAX_FRAME_WORDS = 8
 _CITED = re.compile(r"(?P<body>.+?)(?P<marks>(?:\s*\[\d{1,3}\])+)(?=\s|$)", re.DOTALL)
 
 
@@ -34,9 +34,22 @@ def _scorer():  # noqa: ANN202 - rouge_score.rouge_scorer.RougeScorer
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
+def claim_of(sentence: str) -> str:
+    """The sentence without markers and without a short lead-in ("My rule of thumb: ...").
+
+    A lead-in of at most :data:`MAX_FRAME_WORDS` words ending in a colon is the persona's framing,
+    not a claim about the card, and is not judged.
+    """
+    text = strip_markdown(MARKER.sub(" ", sentence))
+    head, colon, rest = text.partition(": ")
+    if colon and rest.strip() and len(head.split()) <= MAX_FRAME_WORDS:
+        return rest.strip()
+    return text
+
+
 def support_score(sentence: str, passage: str) -> float:
-    """Share of the sentence's words found in order in the passage (ROUGE-L precision), in [0, 1]."""
-    sentence = strip_markdown(MARKER.sub(" ", sentence))
+    """Share of the claim's words found in order in the passage (ROUGE-L precision), in [0, 1]."""
+    sentence = claim_of(sentence)
     passage = strip_markdown(passage)
     if not sentence.strip() or not passage.strip():
         return 0.0
