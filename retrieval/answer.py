@@ -18,6 +18,7 @@ GENERATOR = "extractive"
 MIN_SENTENCES, MAX_SENTENCES = 2, 4
 KEEP_WITHIN = 0.12  # a sentence is kept while its score is within this of the best one
 SENTENCE_WEIGHT = 0.6  # sentence-to-question similarity vs. its passage's retrieval score
+MAX_SENTENCE_WORDS = 45  # longer "sentences" are lists (the overview's related occupations), not answers
 
 # Section heading (lower case) -> (frame with the item title, frame without it).
 FRAMES: dict[str, tuple[str, str]] = {
@@ -67,7 +68,7 @@ def candidates(hits: Sequence[Hit]) -> list[Candidate]:
             title, body = split_bold_lead(block)
             for sentence in sentences(body):
                 key = normalise_sentence(sentence)
-                if len(key) < 12:
+                if len(key) < 12 or len(sentence.split()) > MAX_SENTENCE_WORDS:
                     continue
                 existing = chosen.get(key)
                 if existing is None or (existing.hit.kind != "item" and hit.kind == "item"):

@@ -57,3 +57,9 @@ def test_weak_best_hit_is_not_covered_and_names_nearest_sections() -> None:
     assert not answer.grounded and answer.citations == [] and markers(answer.text) == []
     assert "Rules of Thumb" in answer.text and "Mental Models" in answer.text
     assert [n.section for n in answer.nearest] == ["Rules of Thumb", "Mental Models"]
+
+
+def test_run_on_lists_are_not_used_as_sentences() -> None:
+    listing = "Related occupations: " + "; ".join(f"role {i} (kind): does thing {i}" for i in range(12)) + "."
+    long_hit = hit("sales-manager/overview", "Overview", None, listing, 0.9, 1)
+    assert candidates([long_hit]) == []
