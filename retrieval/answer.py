@@ -84,7 +84,7 @@ def frame(candidate: Candidate, first_of_passage: bool) -> str:
     with_title, without_title = FRAMES.get(candidate.hit.section.strip().lower(), DEFAULT_FRAME)
     title = candidate.title
     if title and "{t}" in with_title:
-        shown_title = title if candidate.hit.section.lower() in {"vocabulary", "tools"} else _lower_first(title)
+        shown_title = title if candidate.hit.section.lower() == "tools" else _lower_first(title)
         return with_title.format(t=shown_title, s=sentence)
     return without_title.format(s=sentence)
 
@@ -110,15 +110,17 @@ def select(scored: Sequence[Candidate]) -> list[Candidate]:
 def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits: Sequence[Hit]) -> Answer:
     """Number the cited passages in order of first use and join the framed sentences."""
     numbers: dict[str, int] = {}
+    framed: dict[str, str | None] = {}  # passage id -> the item title its last framed sentence named
     citations: list[Citation] = []
     parts: list[str] = []
     for candidate in chosen:
         hit = candidate.hit
-        first = hit.id not in numbers
-        if first:
+        if hit.id not in numbers:
             numbers[hit.id] = len(numbers) + 1
             citations.append(Citation(numbers[hit.id], hit.id, hit.section, hit.item, hit.text))
-        text = frame(candidate, first).rstrip()
+        needs_frame = hit.id not in framed or framed[hit.id] != candidate.title
+        framed[hit.id] = candidate.title
+        text = frame(candidate, needs_frame).rstrip()
         if text[-1:] not in ".!?":
             text += "."
         parts.append(f"{text} [{numbers[hit.id]}]")

@@ -63,3 +63,12 @@ def test_run_on_lists_are_not_used_as_sentences() -> None:
     listing = "Related occupations: " + "; ".join(f"role {i} (kind): does thing {i}" for i in range(12)) + "."
     long_hit = hit("sales-manager/overview", "Overview", None, listing, 0.9, 1)
     assert candidates([long_hit]) == []
+
+
+def test_each_titled_item_of_a_section_passage_keeps_its_frame() -> None:
+    vocabulary = hit("sales-manager/vocabulary", "Vocabulary", None,
+                     "- **Quota** — the revenue target a rep or team must hit.\n"
+                     "- **OTE** — on-target earnings; total comp at 100% of quota.", 0.8, 1)
+    answer = extractive_answer(INFO, "quota and OTE?", [vocabulary], by_length, min_score=0.3)
+    assert "When I say quota, I mean the revenue target" in answer.text
+    assert "When I say OTE, I mean on-target earnings" in answer.text
