@@ -2,12 +2,17 @@
 // Plain JavaScript, no build step. All text from the server is escaped before it becomes HTML.
 "use strict";
 
-const SUGGESTIONS = [
-  "What are your guiding principles?",
-  "What rule of thumb do you rely on most?",
-  "What trap do you watch out for?",
-];
+// Example questions the card answers well, per persona slug, and a fallback for any other card.
+const SUGGESTIONS = {
+  "sales-manager": [
+    "How much pipeline do I need to hit my quota?",
+    "Should I coach this rep or manage them out?",
+    "What does OTE mean?",
+  ],
+  "*": ["What is the core of your job?", "How do you work with other teams?", "How do you measure success?"],
+};
 const KEY_STORAGE = "persona-rag.api-key";
+const SCROLL = matchMedia("(prefers-reduced-motion: reduce)").matches ? "auto" : "smooth";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -231,9 +236,22 @@ function choosePersona(slug, announceChange = true) {
   els.aliases.textContent = persona.aliases.length ? `Also: ${persona.aliases.join(", ")}` : "";
   els.summary.textContent = persona.summary;
   els.question.placeholder = `Ask the ${persona.title}…`;
+  showSuggestions(SUGGESTIONS[persona.slug] || SUGGESTIONS["*"]);
   if (announceChange && state.turns) {
     const note = element("p", "divider", `You are now talking to the ${persona.title}.`);
     els.log.append(note);
+  }
+}
+
+function showSuggestions(questions) {
+  els.suggestions.textContent = "";
+  for (const text of questions) {
+    const button = element("button", "chip", text);
+    button.type = "button";
+    button.addEventListener("click", () => ask(text));
+    const item = element("li");
+    item.append(button);
+    els.suggestions.append(item);
   }
 }
 
@@ -261,7 +279,7 @@ class Turn {
 
     this.node.append(asked, this.reply);
     els.log.append(this.node);
-    this.node.scrollIntoView({ block: "end", behavior: "smooth" });
+    this.node.scrollIntoView({ block: "end", behavior: SCROLL });
   }
 
   stream(text) {
@@ -285,6 +303,7 @@ class Turn {
       const marker = event.target.closest("button.cite");
       if (marker) this.toggleCitation(Number(marker.dataset.n), marker);
     });
+    reveal(this.reply);
     const sources = answer.citations.length;
     announce(answer.grounded
       ? `Answer ready with ${sources} ${sources === 1 ? "source" : "sources"}.`
@@ -366,7 +385,9 @@ class Turn {
     opener.classList.add("is-open");
     try {
       const html = passageHtml(await sectionText(this.answer, near));
-      if (this.openKey === `section-${near.id}`) this.passage.querySelector(".passage-body").innerHTML = html;
+      if (this.openKey !== `section-${near.id}`) return;
+      this.passage.querySelector(".passage-body").innerHTML = html;
+      reveal(this.passage);
     } catch (error) {
       if (error.status === 401) return needKey(() => this.toggleSection(near, opener));
       const body = this.passage.querySelector(".passage-body");
@@ -395,7 +416,7 @@ class Turn {
       if (event.key === "Escape") this.closePassage();
     };
     this.passage.focus({ preventScroll: true });
-    this.passage.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    reveal(this.passage);
   }
 
   closePassage() {
@@ -496,6 +517,13 @@ function announce(message) {
   els.status.textContent = message;
 }
 
+/** Scroll so the element is in view above the composer; its top first when it is taller than the room. */
+function reveal(node) {
+  const room = window.innerHeight - els.form.offsetHeight - 24;
+  node.style.scrollMarginBottom = `${els.form.offsetHeight + 12}px`;
+  node.scrollIntoView({ block: node.offsetHeight > room ? "start" : "nearest", behavior: SCROLL });
+}
+
 function nearBottom() {
   const root = document.documentElement;
   return root.scrollHeight - (root.scrollTop + window.innerHeight) < 160;
@@ -538,13 +566,5 @@ els.question.addEventListener("keydown", (event) => {
 els.question.addEventListener("input", resize);
 els.startOver.addEventListener("click", startOver);
 
-for (const text of SUGGESTIONS) {
-  const button = element("button", "chip", text);
-  button.type = "button";
-  button.addEventListener("click", () => ask(text));
-  const item = element("li");
-  item.append(button);
-  els.suggestions.append(item);
-}
 
 loadPersonas();
