@@ -221,6 +221,16 @@ def test_suggestion_asks_it(page: Page) -> None:
     expect(reply.locator(".answer-text button.cite").first).to_be_visible()
 
 
+def test_text_is_escaped_never_run_as_html(page: Page) -> None:
+    """A question, answer or passage containing HTML shows it as text; markdown emphasis still renders."""
+    hostile = '<img src=x onerror="window.hacked=1"> What does OTE mean?'
+    ask(page, hostile)
+    expect(page.locator(".msg-user .bubble")).to_have_text(hostile)
+    assert page.locator(".log img").count() == 0 and page.evaluate("window.hacked") is None
+    rendered = page.evaluate("passageHtml('- **Bold.** <script>x()</script> and *soft*')")
+    assert rendered == "<ul><li><strong>Bold.</strong> &lt;script&gt;x()&lt;/script&gt; and <em>soft</em></li></ul>"
+
+
 def test_api_key_is_asked_for_on_401(browser: Browser, live_url: str, gate: KeyGate) -> None:
     gate.key = "s3cret"
     context = browser.new_context()

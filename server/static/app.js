@@ -479,7 +479,10 @@ async function ask(question) {
     if (!response.ok) throw await failure(response);
     await readAnswer(response, turn);
   } catch (error) {
-    if (error.name !== "AbortError") turn.fail(error.message || "Something went wrong. Please ask again.");
+    if (error.name === "AbortError") return;
+    turn.fail(error instanceof TypeError
+      ? "Could not reach the server. Check that it is running, then ask again."
+      : error.message || "Something went wrong. Please ask again.");
   } finally {
     if (state.controller === controller) {
       state.controller = null;
