@@ -1,0 +1,57 @@
+"""``POST /v1/ask/stream``: the answer as Server-Sent Events (``delta``..., ``answer``, ``done``).
+
+The stream is started in a dependency, before the response begins, so an unknown persona or bad
+input is still the normal JSON error (404/422) from the one table in :mod:`server.errors`. An
+error once streaming has begun becomes an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import iterate_in_threadpool
+
+from retrieval.errors import PersonaError
+from retrieval.types import AnswerEvent
+from server.routes import ERRORS, service_of
+from server.schemas import AskRequest
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+async def started_events(body: AskRequest, request: Request) -> Iterator[AnswerEvent]:
+    """The answer's events, with the first one already produced (which raises any domain error)."""
+    events = service_of(request).ask_events(body.question, body.persona, body.k, body.generator)
+    first = await run_in_threadpool(next, events, None)
+    return itertools.chain([first] if first is not None else [], events)
+
+
+def to_sse(event: AnswerEvent) -> ServerSentEvent:
+    """A core event on the wire: ``delta`` carries ``{"text"}``, ``answer`` the full /v1/ask body."""
+    if event.type == "answer" and event.answer is not None:
+        return ServerSentEvent(event="answer", data=event.answer.to_dict())
+    return ServerSentEvent(event="delta", data={"text": event.text})
+
+
+@router.post("/v1/ask/stream", response_class=EventSourceResponse, responses=ERRORS, tags=["personas"])
+async def ask_stream(events: Annotated[Iterator[AnswerEvent], Depends(started_events)]) -> AsyncIterator[ServerSentEvent]:
+    """Like ``/v1/ask``, streamed: ``delta`` events of answer text, then ``answer``, then ``done``."""
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield to_sse(event)
+    except PersonaError as exc:
+        yield ServerSentEvent(event="error", data={"detail": exc.message, "code": exc.code})
+        return
+    except Exception:
+        log.exception("unexpected error while streaming an answer")
+        yield ServerSentEvent(event="error", data={"detail": "internal error; the server log has the details",
+                                                   "code": "internal_error"})
+        return
+    yield ServerSentEvent(event="done", data={})
