@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL for the 'openai' generator.")
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")
     llm_api_key: str | None = Field(None, description="API key for the OpenAI-compatible server.")
+    chat_generator: str = Field(
+        "extractive", max_length=40, description="Generator behind /v1/chat/completions: 'extractive' or 'openai'."
+    )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch at ingest.")
 
     @classmethod

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from server import errors, routes
+from server import errors, openai_api, routes
 
 
 def create_app(settings: Settings | None = None, service: PersonaService | None = None) -> FastAPI:
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     app.state.settings = settings
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(openai_api.router)
     return app
 
 
