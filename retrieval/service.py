@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from retrieval import llm
 from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
 from retrieval.embedder import Embedder, create_embedder
@@ -36,6 +37,7 @@ class PersonaService:
         self._lock = threading.Lock()
         self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
         self.streamers: dict[str, Streamer] = {}
+        llm.register(self.generators, self.streamers)
 
     @property
     def embedder(self) -> Embedder:
@@ -93,12 +95,16 @@ class PersonaService:
         ``instructions`` (a chat client's system messages) reach generators that can use them.
         """
         question = _clean(question, "question")
-        name = generator or EXTRACTIVE
-        make = self.generators.get(name)
-        if make is None:
-            raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
+        make = self.generators[self.generator_name(generator)]
         info, hits = self.retrieve(question, persona, k)
         return make(self, info, question, hits, instructions=instructions)
+
+    def generator_name(self, generator: str | None) -> str:
+        """The generator to use (``extractive`` when none is named); raises when it is unknown."""
+        name = generator or EXTRACTIVE
+        if name not in self.generators:
+            raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
+        return name
 
     def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
                    generator: str | None = None, instructions: str = "") -> Iterator[AnswerEvent]:

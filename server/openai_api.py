@@ -16,6 +16,7 @@ LLM tokenizer of its own, so this is a documented approximation, the same for pr
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -74,6 +75,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1, max_length=500)
     stream: bool = False
     k: int | None = Field(None, ge=1, le=MAX_K, description="Passages retrieved (extension; default setting).")
+    generator: str | None = Field(None, max_length=40,
+                                  description="'extractive' or 'openai' (extension; default PERSONA_CHAT_GENERATOR).")
 
 
 # -- pure helpers -----------------------------------------------------------------------------
@@ -193,11 +196,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> dic
     service = service_of(request)
     chat = conversation(body.messages)
     info = await run_in_threadpool(service.persona, body.model)
-    generator = request.app.state.settings.chat_generator
+    generator = service.generator_name(body.generator or request.app.state.settings.chat_generator)
     prompt = "\n".join(m.text() for m in body.messages)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         events = service.ask_events(chat.question, info.slug, body.k, generator, chat.instructions)
+        # The first event is awaited here, so a failure before any text is a plain HTTP error.
+        first = await run_in_threadpool(next, events, None)
+        events = itertools.chain([first] if first else [], events)
         chunks = Chunks(completion_id, created, info.slug)
         return StreamingResponse(stream(events, chunks, prompt), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
