@@ -9,8 +9,8 @@ numbered, delimited sources that are data, never instructions. Its reply is then
 - every sentence's support by the source it cites is scored with the shared judge
   (:mod:`retrieval.support`); unsupported and uncited sentences are reported in ``warnings``;
 - a reply with no valid citation left, an upstream error or a timeout falls back to the
-  extractive answer: ``generator`` is then ``"extractive"`` and the first warning says
-  ``"openai generator fell back: <reason>"``.
+  extractive answer: ``generator`` is then ``"extractive"`` and the one warning says
+  ``"openai generator fell back: <reason>"`` (the rejected draft's other problems are not listed).
 
 A question the card does not cover is answered with the usual honest "not covered" without
 asking the LLM to improvise.
@@ -135,6 +135,12 @@ class StreamFixer:
         return delta
 
 
+def quote(text: str, limit: int = 160) -> str:
+    """A sentence for a warning: whitespace collapsed, cut at ``limit`` characters, in quotes."""
+    text = " ".join(text.split())
+    return f"“{text if len(text) <= limit else text[:limit - 1] + '…'}”"
+
+
 @dataclass(frozen=True)
 class Checked:
     """A reply after enforcement: its citations, what to warn about, and why it cannot stand (if so)."""
@@ -157,15 +163,16 @@ def check(text: str, hits: Sequence[Hit], dropped: Sequence[int] = (),
     for sentence in cited_sentences(text):
         valid = [n for n in sentence.markers if 1 <= n <= len(hits)]
         if not valid:
-            warnings.append(f"sentence without a citation: “{sentence.text}”")
+            warnings.append(f"sentence without a citation: {quote(sentence.text)}")
             continue
         used.update(valid)
         score = max(support_score(sentence.text, hits[n - 1].text) for n in valid)
         if score < threshold:
             cited = ", ".join(f"[{n}]" for n in valid)
-            warnings.append(f"sentence not supported by its source {cited} (support {score:.2f}): “{sentence.text}”")
+            warnings.append(f"sentence not supported by its source {cited} (support {score:.2f}): {quote(sentence.text)}")
     if not used:
-        return Checked([], warnings, "no valid citation in the answer")
+        removed = f" (removed {', '.join(f'[{n}]' for n in dropped)}: no such source)" if dropped else ""
+        return Checked([], warnings, "no valid citation in the answer" + removed)
     citations = [Citation(n, hits[n - 1].id, hits[n - 1].section, hits[n - 1].item, hits[n - 1].text)
                  for n in sorted(used)]
     return Checked(citations, warnings)
@@ -251,7 +258,7 @@ def finish(service: PersonaService, info: PersonaInfo, question: str, hits: list
         return Answer(info.slug, question, text, checked.citations, True, GENERATOR, hits=list(hits),
                       warnings=checked.warnings)
     fallback = extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
-    return dataclasses.replace(fallback, warnings=[FALLBACK + checked.failure, *checked.warnings])
+    return dataclasses.replace(fallback, warnings=[FALLBACK + checked.failure])
 
 
 def generate(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],

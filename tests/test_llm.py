@@ -89,6 +89,9 @@ def test_check_scores_support_and_reports_problems() -> None:
 
 def test_check_fails_without_a_valid_citation_or_text() -> None:
     assert check("I'm not sure about that.", HITS).failure == "no valid citation in the answer"
+    assert check("Sure. [4]", HITS, dropped=[4]).failure == "no valid citation in the answer (removed [4]: no such source)"
+    long = check("word " * 100, HITS).warnings[0]
+    assert long.endswith("…”") and len(long) < 200, "quoted sentences are cut short"
     assert check("   ", HITS).failure == "the LLM returned an empty answer"
 
 
@@ -231,8 +234,7 @@ def test_reply_without_valid_citation_falls_back(llama: LlamaServer, seeded_sett
     settings = llm_settings(seeded_settings, llama.url, llm_extra_body=forced("Trust your gut on this one. [8]"))
     answer = llm_service(service, settings).ask(QUESTION, k=K, generator="openai")
     assert answer.generator == "extractive" and answer.grounded and answer.citations
-    assert answer.warnings[0] == FALLBACK + "no valid citation in the answer"
-    assert "removed citation markers that point to no source: [8]" in answer.warnings
+    assert answer.warnings == [FALLBACK + "no valid citation in the answer (removed [8]: no such source)"]
     assert_resolves(answer)
 
 
