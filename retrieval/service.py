@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from retrieval import llm
 from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
 from retrieval.embedder import Embedder, create_embedder
@@ -20,8 +21,10 @@ from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
 
-Generator = Callable[["PersonaService", PersonaInfo, str, list[Hit]], Answer]
-Streamer = Callable[["PersonaService", PersonaInfo, str, list[Hit]], Iterator[AnswerEvent]]
+# A generator is called as make(service, info, question, hits, instructions=...): ``instructions`` are a
+# client's extra wishes ("answer in French"); they never replace the persona or its grounding.
+Generator = Callable[..., Answer]
+Streamer = Callable[..., Iterator[AnswerEvent]]
 
 
 class PersonaService:
@@ -34,6 +37,7 @@ class PersonaService:
         self._lock = threading.Lock()
         self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
         self.streamers: dict[str, Streamer] = {}
+        llm.register(self.generators, self.streamers)
 
     @property
     def embedder(self) -> Embedder:
@@ -85,18 +89,25 @@ class PersonaService:
 
     # -- answers ------------------------------------------------------------------------------
     def ask(self, question: str, persona: str | None = None, k: int | None = None,
-            generator: str | None = None) -> Answer:
-        """An answer in the persona's voice, every claim cited, or an honest "not covered"."""
+            generator: str | None = None, instructions: str = "") -> Answer:
+        """An answer in the persona's voice, every claim cited, or an honest "not covered".
+
+        ``instructions`` (a chat client's system messages) reach generators that can use them.
+        """
         question = _clean(question, "question")
-        name = generator or EXTRACTIVE
-        make = self.generators.get(name)
-        if make is None:
-            raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
+        make = self.generators[self.generator_name(generator)]
         info, hits = self.retrieve(question, persona, k)
-        return make(self, info, question, hits)
+        return make(self, info, question, hits, instructions=instructions)
+
+    def generator_name(self, generator: str | None) -> str:
+        """The generator to use (``extractive`` when none is named); raises when it is unknown."""
+        name = generator or EXTRACTIVE
+        if name not in self.generators:
+            raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
+        return name
 
     def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
-                   generator: str | None = None) -> Iterator[AnswerEvent]:
+                   generator: str | None = None, instructions: str = "") -> Iterator[AnswerEvent]:
         """The answer as a stream: text deltas as they are produced, then the final answer.
 
         Generators that produce text incrementally can register in :attr:`streamers`; the others
@@ -107,9 +118,9 @@ class PersonaService:
         if stream is not None:
             question = _clean(question, "question")
             info, hits = self.retrieve(question, persona, k)
-            yield from stream(self, info, question, hits)
+            yield from stream(self, info, question, hits, instructions=instructions)
             return
-        answer = self.ask(question, persona, k, generator)
+        answer = self.ask(question, persona, k, generator, instructions)
         for word in re.findall(r"\S+\s*", answer.text):
             yield AnswerEvent("delta", word)
         yield AnswerEvent("answer", answer.text, answer)
@@ -122,7 +133,9 @@ class PersonaService:
         return score
 
 
-def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit]) -> Answer:
+def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],
+                instructions: str = "") -> Answer:
+    """The card's own sentences; there is no model to give ``instructions`` to."""
     return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
 
 

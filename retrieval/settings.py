@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL for the 'openai' generator.")
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")
     llm_api_key: str | None = Field(None, description="API key for the OpenAI-compatible server.")
+    llm_timeout: float = Field(30.0, gt=0, le=600, description="Seconds the whole LLM answer may take.")
+    llm_max_tokens: int = Field(512, ge=1, le=32768, description="Most tokens the LLM may generate per answer.")
+    llm_temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature sent to the LLM.")
+    llm_extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra JSON fields sent with every LLM request (server-specific options)."
+    )
+    chat_generator: str = Field(
+        "extractive", max_length=40, description="Generator behind /v1/chat/completions: 'extractive' or 'openai'."
+    )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch at ingest.")
 
     @classmethod

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from server import errors, page, routes, stream
+from server import errors, openai_api, page, routes, stream
 
 
 def create_app(settings: Settings | None = None, service: PersonaService | None = None) -> FastAPI:
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     app.include_router(routes.router)
     app.include_router(stream.router)
     page.install(app)
+    app.include_router(openai_api.router)
     return app
 
 

@@ -1,4 +1,9 @@
-"""The one table that maps domain errors (and bad input) to HTTP responses."""
+"""The one table that maps domain errors (and bad input) to HTTP responses.
+
+Every handler answers in the shape of the route it serves: the service's own routes get
+``{"detail", "code", ...}``; the OpenAI-compatible routes (:data:`OPENAI_PATHS`) get OpenAI's
+``{"error": {"message", "type", "param", "code"}}``, with bad input as 400 as OpenAI does.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +19,43 @@ from retrieval.errors import PersonaError, PersonaRequired, UnknownPersona
 
 log = logging.getLogger(__name__)
 
+OPENAI_PATHS = ("/v1/models", "/v1/chat/")
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
 
 def _body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
 
-async def persona_error(_: Request, exc: Exception) -> JSONResponse:
+def is_openai(request: Request) -> bool:
+    return request.url.path.startswith(OPENAI_PATHS)
+
+
+def openai_error(status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _respond(request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None,
+             param: str | None = None, **extra: Any) -> JSONResponse:
+    if is_openai(request):
+        status = 400 if status == 422 else status
+        return JSONResponse(openai_error(status, detail, code, param), status_code=status, headers=headers)
+    return JSONResponse(_body(detail, code, **extra), status_code=status, headers=headers)
+
+
+async def persona_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PersonaError)
     extra: dict[str, Any] = {}
     if isinstance(exc, UnknownPersona | PersonaRequired):
         extra["available"] = exc.available
-    return JSONResponse(_body(exc.message, exc.code, **extra), status_code=exc.status_code)
+    if isinstance(exc, UnknownPersona) and is_openai(request):
+        listed = ", ".join(exc.available) or "none (run `persona ingest` first)"
+        return _respond(request, 404, f"The model {exc.slug!r} does not exist; available models: {listed}",
+                        "model_not_found", param="model")
+    return _respond(request, exc.status_code, exc.message, exc.code, **extra)
 
 
 def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -44,22 +75,22 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
-async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = describe_validation(list(exc.errors()))
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
-    return JSONResponse(_body(detail, "invalid_request", errors=errors), status_code=422)
+    param = errors[0]["field"] if errors else None
+    return _respond(request, 422, detail, "invalid_request", param=param, errors=errors)
 
 
-async def http_error(_: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(_body(str(exc.detail), "http_error"), status_code=exc.status_code,
-                        headers=getattr(exc, "headers", None))
+    return _respond(request, exc.status_code, str(exc.detail), "http_error", headers=getattr(exc, "headers", None))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(_body("internal error; the server log has the details", "internal_error"), status_code=500)
+    return _respond(request, 500, "internal error; the server log has the details", "internal_error")
 
 
 HANDLERS = {

@@ -78,7 +78,7 @@ def test_errors_before_streaming_are_json(client: TestClient, body: dict, status
 
 def test_error_mid_stream_is_an_error_event(client: TestClient, service: PersonaService,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    def breaks_midway(*_: object) -> Iterator[AnswerEvent]:
+    def breaks_midway(*_: object, **__: object) -> Iterator[AnswerEvent]:
         yield AnswerEvent("delta", "I was saying ")
         raise IndexUnavailable("the index went away")
 
