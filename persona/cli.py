@@ -150,6 +150,14 @@ def serve_command(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
+@app.command("mcp")
+def mcp_command(data_dir: DataDir = None) -> None:
+    """Serve the personas to MCP clients on stdin/stdout (tools, card sections, speak_as prompt)."""
+    from server.mcp_server import run_stdio
+
+    run_stdio(settings_for(data_dir))
+
+
 def main() -> None:
     """Entry point of the ``persona`` script: domain errors become one line and exit code 2."""
     try:
