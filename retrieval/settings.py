@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL for the 'openai' generator.")
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")
     llm_api_key: str | None = Field(None, description="API key for the OpenAI-compatible server.")
+    mcp_allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host headers /mcp accepts besides localhost ('name:*' any port, '*' any)."
+    )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch at ingest.")
 
     @classmethod

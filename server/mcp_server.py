@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import FastAPI
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, Resource, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
@@ -36,6 +37,7 @@ from server.schemas import AskResponse, PersonasResponse, RetrieveResponse
 NAME = "persona-rag"
 SCHEME = "persona://"
 MOUNT_PATH = "/mcp"
+LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 CARD_KINDS = ("overview", "section")
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 INSTRUCTIONS = (
@@ -51,7 +53,8 @@ Persona = Annotated[str | None, Field(description="Persona slug, e.g. 'sales-man
 
 def build_server(service: PersonaService) -> MCPServer:
     """The MCP server over ``service``: tools ask / retrieve / list_personas, section resources, speak_as."""
-    server = _PersonaMCP(service, NAME, title="Occupation personas", instructions=INSTRUCTIONS)
+    server = _PersonaMCP(service, NAME, title="Occupation personas", instructions=INSTRUCTIONS,
+                         log_level="WARNING")  # MCPServer calls logging.basicConfig: keep the root level as it is
 
     def ask(
         question: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="Your question.")],
@@ -107,8 +110,8 @@ def build_server(service: PersonaService) -> MCPServer:
 class _PersonaMCP(MCPServer):
     """An MCP server whose resource list is read from the index on every request."""
 
-    def __init__(self, service: PersonaService, name: str, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, service: PersonaService, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
         self.service = service
 
     async def list_resources(self) -> list[Resource]:
@@ -192,10 +195,24 @@ def mount(app: FastAPI) -> None:
     app.add_route(MOUNT_PATH, _Forward(), include_in_schema=False)
 
 
+def transport_security(extra_hosts: list[str]) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only localhost Host headers, plus ``extra_hosts`` ("*" turns it off)."""
+    if "*" in extra_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = [*LOCAL_HOSTS, *extra_hosts]
+    return TransportSecuritySettings(allowed_hosts=hosts,
+                                     allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")])
+
+
 @contextlib.asynccontextmanager
 async def serve_http(app: FastAPI) -> AsyncIterator[None]:
-    """Build the MCP server on ``app.state.service`` and run its sessions for the app's lifetime."""
+    """Build the MCP server on ``app.state.service`` and run it for the app's lifetime.
+
+    Stateless: no session lives in one process, so several API workers can serve ``/mcp``.
+    """
     server = build_server(app.state.service)
-    app.state.mcp_http = server.streamable_http_app(streamable_http_path=MOUNT_PATH)
+    security = transport_security(app.state.settings.mcp_allowed_hosts)
+    app.state.mcp_http = server.streamable_http_app(streamable_http_path=MOUNT_PATH, stateless_http=True,
+                                                    transport_security=security)
     async with server.session_manager.run():
         yield

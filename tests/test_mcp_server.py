@@ -2,7 +2,7 @@
 
 stdio: `python -m persona mcp` spawned on an index built in tmp from the seed.
 streamable HTTP: the FastAPI app under uvicorn on a free local port, MCP at /mcp.
-Every test runs once per transport, on one client session per transport.
+Every client test runs once per transport and protocol mode, on one client session each.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def base_url(seeded_settings: Settings, service: PersonaService) -> Iterator[str
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(seeded_settings, service=service), host="127.0.0.1",
+    settings = seeded_settings.model_copy(update={"mcp_allowed_hosts": ["persona.test:*"]})
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, service=service), host="127.0.0.1",
                                            port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -64,13 +65,17 @@ def base_url(seeded_settings: Settings, service: PersonaService) -> Iterator[str
     thread.join(timeout=30)
 
 
-@pytest.fixture(scope="module", params=["stdio", "http"])
+@pytest.fixture(scope="module", params=["stdio", "stdio-legacy", "http", "http-legacy"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
-    if request.param == "stdio":
+    """A connected client per transport, in each protocol mode: "auto" negotiates the current
+    protocol, "legacy" the initialize handshake that most chat tools still speak."""
+    transport, _, legacy = request.param.partition("-")
+    if transport == "stdio":
         target: StdioServerParameters | str = request.getfixturevalue("stdio_server")
     else:
         target = request.getfixturevalue("base_url") + "/mcp"
-    async with Client(target, read_timeout_seconds=300) as connected:
+    async with Client(target, mode=legacy or "auto", read_timeout_seconds=300) as connected:
+        assert connected.protocol_version.startswith("2025" if legacy else "2026")
         yield connected
 
 
@@ -158,3 +163,13 @@ def test_http_app_keeps_its_routes_beside_mcp(base_url: str) -> None:
     assert httpx.get(f"{base_url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{base_url}/nowhere").json()["code"] == "http_error"
     assert "/mcp" not in httpx.get(f"{base_url}/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize(("host", "status"), [("persona.test:8000", 200), ("attacker.test:8000", 421)])
+def test_http_mcp_checks_the_host_header(base_url: str, host: str, status: int) -> None:
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "test", "version": "0"}}}
+    response = httpx.post(f"{base_url}/mcp", json=initialize, headers={
+        "host": host, "accept": "application/json, text/event-stream"})
+    assert response.status_code == status
