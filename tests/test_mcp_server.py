@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -37,7 +36,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-def stdio_server(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> StdioServerParameters:
+def stdio_server(tmp_path_factory: pytest.TempPathFactory,
+                 embedder: SentenceTransformerEmbedder) -> StdioServerParameters:
     """`persona mcp` as an MCP client launches it, on its own index of the seed."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("mcp") / "index")
     ingest([SEED], Store(settings), embedder, settings.model)
