@@ -99,7 +99,7 @@ def retrieve_command(
         out.print_json(json.dumps({"persona": info.slug, "query": query, "results": [h.to_dict() for h in hits]}))
         return
     for hit in hits:
-        where = hit.section + (f" › {hit.item}" if hit.item else "")
+        where = hit.path
         out.print(f"{hit.rank}. [bold]{escape(where)}[/bold]  ({hit.score:.3f})  [dim]{escape(hit.id)}[/dim]",
                   highlight=False)
         out.print(f"   {hit.text}", highlight=False, markup=False)
@@ -126,7 +126,7 @@ def ask_command(
         out.print()
         out.print("[bold]Sources[/bold]")
         for c in answer.citations:
-            where = c.section + (f" › {c.item}" if c.item else "")
+            where = c.path
             out.print(f"{escape(f'[{c.n}]')} {escape(where)}  [dim]{escape(c.id)}[/dim]", highlight=False)
     for warning in answer.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
@@ -148,6 +148,14 @@ def serve_command(
     if ingest_seeds and settings.seeds_dir.exists():
         run_ingest(settings, [settings.seeds_dir])
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("mcp")
+def mcp_command(data_dir: DataDir = None) -> None:
+    """Serve the personas to MCP clients on stdin/stdout (tools, card sections, speak_as prompt)."""
+    from server.mcp_server import run_stdio
+
+    run_stdio(settings_for(data_dir))
 
 
 def main() -> None:

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     chat_generator: str = Field(
         "extractive", max_length=40, description="Generator behind /v1/chat/completions: 'extractive' or 'openai'."
     )
+    mcp_allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host headers /mcp accepts besides localhost ('name:*' any port, '*' any)."
+    )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch at ingest.")
 
     @classmethod

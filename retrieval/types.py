@@ -52,6 +52,11 @@ class Hit:
     score: float
     rank: int
 
+    @property
+    def path(self) -> str:
+        """Where in the card: ``Mental Models › Pipeline coverage`` (the section alone for a section)."""
+        return f"{self.section} › {self.item}" if self.item else self.section
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -65,6 +70,11 @@ class Citation:
     section: str
     item: str | None
     text: str
+
+    @property
+    def path(self) -> str:
+        """Where in the card: ``Mental Models › Pipeline coverage`` (the section alone for a section)."""
+        return f"{self.section} › {self.item}" if self.item else self.section
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -117,16 +117,11 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def label(citation: Citation) -> str:
-    """``Mental Models › Pipeline coverage`` (the section alone for a section chunk)."""
-    return f"{citation.section} › {citation.item}" if citation.item else citation.section
-
-
 def sources_block(citations: Sequence[Citation]) -> str:
     """The "Sources" list that closes a reply; empty when nothing is cited."""
     if not citations:
         return ""
-    return "\n\nSources:\n" + "\n".join(f"- [{c.n}] {label(c)}" for c in citations)
+    return "\n\nSources:\n" + "\n".join(f"- [{c.n}] {c.path}" for c in citations)
 
 
 def reply_text(answer: Answer) -> str:
@@ -149,7 +144,7 @@ def closing_text(streamed: str, answer: Answer) -> str:
 
 def citation_event(citation: Citation) -> dict[str, Any]:
     """One source in the form Open WebUI renders under a message."""
-    name = f"[{citation.n}] {label(citation)}"
+    name = f"[{citation.n}] {citation.path}"
     return {"type": "citation", "data": {
         "document": [citation.text],
         "metadata": [{"source": citation.id, "name": name}],

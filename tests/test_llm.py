@@ -28,8 +28,8 @@ from retrieval.llm import (
     fix_markers,
     prompt_messages,
     sources_prompt,
-    system_prompt,
 )
+from retrieval.prompts import system_prompt
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.text import markers, sentences, split_bold_lead

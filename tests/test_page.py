@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from axe_playwright_python.sync_playwright import Axe
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
-
+from tests.servers import uvicorn_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -65,19 +61,8 @@ def live_url(seeded_settings: Settings, service: PersonaService, gate: KeyGate) 
     """The app under uvicorn on a free local port, over the seed's real index."""
     app = create_app(seeded_settings, service=service)
     app.middleware("http")(gate)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with uvicorn_server(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

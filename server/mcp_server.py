@@ -1,0 +1,216 @@
+"""The persona as an MCP server: tools, the card's sections as resources, and a system prompt.
+
+One server per :class:`PersonaService`. ``persona mcp`` serves it on stdin/stdout
+(:func:`run_stdio`); the FastAPI app mounts it over streamable HTTP at ``/mcp`` (:func:`mount`
+when the app is built, :func:`serve_http` in its lifespan), sharing ``app.state.service``.
+
+Domain errors reach MCP clients with their message: as a tool error (``isError``) from a tool,
+as a JSON-RPC error from a resource read or a prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import FastAPI
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.prompts import Prompt
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, Resource, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
+
+from retrieval.errors import PersonaError
+from retrieval.prompts import system_prompt
+from retrieval.service import MAX_K, MAX_QUERY_CHARS, PersonaService
+from retrieval.settings import Settings
+from retrieval.store import exclusive
+from retrieval.types import Answer
+from server.schemas import AskResponse, PersonasResponse, RetrieveResponse
+
+NAME = "persona-rag"
+SCHEME = "persona://"
+MOUNT_PATH = "/mcp"
+LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+CARD_KINDS = ("overview", "section")
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+INSTRUCTIONS = (
+    "Occupation personas (e.g. sales-manager) that answer from their card, every claim cited. "
+    "Call `ask` for an answer in the persona's voice with [n] citations, `retrieve` for the raw card "
+    "passages, `list_personas` to see who is here. Each card section is a resource "
+    "(persona://<slug>/<section>); the `speak_as` prompt gives a persona's system prompt."
+)
+
+Persona = Annotated[str | None, Field(description="Persona slug, e.g. 'sales-manager'; optional while only one "
+                                                  "persona is indexed.", max_length=100)]
+
+
+def build_server(service: PersonaService) -> MCPServer:
+    """The MCP server over ``service``: tools ask / retrieve / list_personas, section resources, speak_as."""
+    server = _PersonaMCP(service, NAME, title="Occupation personas", instructions=INSTRUCTIONS,
+                         log_level="WARNING")  # MCPServer calls logging.basicConfig: keep the root level as it is
+
+    def ask(
+        question: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="Your question.")],
+        persona: Persona = None,
+    ) -> Annotated[CallToolResult, AskResponse]:
+        """Ask the persona. The answer is in its first-person voice, every claim marked [n]; the
+        sources list and the structured citations resolve each marker to a passage of its card.
+        When the card does not cover the question, the answer says so (grounded=false)."""
+        with domain_errors(tool=True):
+            answer = service.ask(question, persona)
+        return _result(with_sources(answer), AskResponse.model_validate(answer.to_dict()))
+
+    def retrieve(
+        query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")],
+        persona: Persona = None,
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many passages.")] = 5,
+    ) -> Annotated[CallToolResult, RetrieveResponse]:
+        """The passages of the persona's card nearest to the query, best first, scores in [0, 1]."""
+        with domain_errors(tool=True):
+            info, hits = service.retrieve(query, persona, k)
+        body = RetrieveResponse.model_validate({"persona": info.slug, "query": query,
+                                                "results": [h.to_dict() for h in hits]})
+        text = "\n\n".join(f"[{h.rank}] {h.path} ({h.score:.2f}) {h.id}\n{h.text}" for h in hits)
+        return _result(text, body)
+
+    def list_personas() -> Annotated[CallToolResult, PersonasResponse]:
+        """The indexed personas: slug, title, aliases, summary and the sections of each card."""
+        with domain_errors(tool=True):
+            infos = service.personas()
+        text = "\n".join(f"{p.slug}: {p.title}. {p.summary} ({len(p.sections)} sections)" for p in infos)
+        return _result(text or "No persona is indexed yet; run `persona ingest seeds/`.",
+                       PersonasResponse.model_validate({"personas": [p.public() for p in infos]}))
+
+    @server.resource(SCHEME + "{persona}/{section}", name="card-section", mime_type="text/markdown",
+                     title="A section of a persona's card")
+    def card_section(persona: str, section: str) -> str:
+        """One section of a persona's card (or its overview), as markdown."""
+        with domain_errors(tool=False):
+            return section_markdown(service, persona, section)
+
+    def speak_as(persona: Persona = None) -> str:
+        """The persona's system prompt (who I am, core mission, guiding principles), for clients
+        that bring their own model."""
+        with domain_errors(tool=False):
+            return system_prompt(service.persona(persona))
+
+    for tool in (ask, retrieve, list_personas):
+        server.add_tool(tool, description=inspect.getdoc(tool), annotations=READ_ONLY)
+    server.add_prompt(Prompt.from_function(speak_as, title="Speak as a persona", description=inspect.getdoc(speak_as)))
+    return server
+
+
+class _PersonaMCP(MCPServer):
+    """An MCP server whose resource list is read from the index on every request."""
+
+    def __init__(self, service: PersonaService, name: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.service = service
+
+    async def list_resources(self) -> list[Resource]:
+        listed = await super().list_resources()
+        with domain_errors(tool=False):
+            return listed + await anyio.to_thread.run_sync(section_resources, self.service)
+
+
+def section_resources(service: PersonaService) -> list[Resource]:
+    """One resource per card section (and overview) of every persona, in card order."""
+    resources = []
+    for info in service.personas():
+        for chunk in service.store.chunks(info.slug):
+            if chunk.metadata.get("kind") in CARD_KINDS:
+                section = chunk.metadata.get("section", "")
+                resources.append(Resource(uri=SCHEME + chunk.id, name=chunk.id, title=f"{info.title} › {section}",
+                                          description=f"The {section} section of the {info.title} card.",
+                                          mime_type="text/markdown"))
+    return resources
+
+
+def section_markdown(service: PersonaService, persona: str, section: str) -> str:
+    """The markdown of ``persona://<persona>/<section>`` under its heading; unknown ones raise."""
+    info = service.persona(persona)
+    sections = {c.id: c.metadata for c in service.store.chunks(info.slug) if c.metadata.get("kind") in CARD_KINDS}
+    meta = sections.get(f"{info.slug}/{section}")
+    if meta is None:
+        known = ", ".join(SCHEME + cid for cid in sections)
+        raise MCPError(INVALID_PARAMS, f"unknown section {section!r} of persona {info.slug!r}; sections: {known}")
+    return f"## {meta.get('section', '')}\n\n{meta.get('text', '')}"
+
+
+def with_sources(answer: Answer) -> str:
+    """The answer text followed by a "Sources" list resolving each [n] marker."""
+    if not answer.citations:
+        return answer.text
+    lines = [f"[{c.n}] {c.path} ({c.id})" for c in answer.citations]
+    return "\n".join([answer.text, "", "Sources:", *lines])
+
+
+@contextlib.contextmanager
+def domain_errors(tool: bool) -> Iterator[None]:
+    """Turn a domain error into an MCP tool error (``tool``) or a JSON-RPC error, message intact."""
+    try:
+        yield
+    except PersonaError as exc:
+        if tool:
+            raise ToolError(exc.message) from exc
+        code = INVALID_PARAMS if exc.status_code < 500 else INTERNAL_ERROR
+        raise MCPError(code, exc.message, {"code": exc.code}) from exc
+
+
+def _result(text: str, body: BaseModel) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)],
+                          structured_content=body.model_dump(mode="json"))
+
+
+
+
+# -- transports -------------------------------------------------------------------------------
+def run_stdio(settings: Settings) -> None:
+    """``persona mcp``: serve on stdin/stdout, holding the index as the HTTP server does."""
+    with exclusive(settings):
+        service = PersonaService(settings)
+        service.store.ping()
+        service.embed_query("warm up")
+        build_server(service).run("stdio")
+
+
+class _Forward:
+    """The ASGI app at ``/mcp``: hands each request to the MCP app the lifespan built."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["app"].state.mcp_http(scope, receive, send)
+
+
+def mount(app: FastAPI) -> None:
+    """Route ``/mcp`` (streamable HTTP) to the MCP server :func:`serve_http` runs."""
+    app.add_route(MOUNT_PATH, _Forward(), include_in_schema=False)
+
+
+def transport_security(extra_hosts: list[str]) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only localhost Host headers, plus ``extra_hosts`` ("*" turns it off)."""
+    if "*" in extra_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts = [*LOCAL_HOSTS, *extra_hosts]
+    return TransportSecuritySettings(allowed_hosts=hosts,
+                                     allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")])
+
+
+@contextlib.asynccontextmanager
+async def serve_http(app: FastAPI) -> AsyncIterator[None]:
+    """Build the MCP server on ``app.state.service`` and run it for the app's lifetime.
+
+    Stateless: no session lives in one process, so several API workers can serve ``/mcp``.
+    """
+    server = build_server(app.state.service)
+    security = transport_security(app.state.settings.mcp_allowed_hosts)
+    app.state.mcp_http = server.streamable_http_app(streamable_http_path=MOUNT_PATH, stateless_http=True,
+                                                    transport_security=security)
+    async with server.session_manager.run():
+        yield
