@@ -147,7 +147,8 @@ def serve_command(
     settings = settings_for(data_dir)
     if ingest_seeds and settings.seeds_dir.exists():
         run_ingest(settings, [settings.seeds_dir])
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False)
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from server import errors, routes
+from server import errors, health, routes
+from server.middleware import install_middleware
 
 
 def create_app(settings: Settings | None = None, service: PersonaService | None = None) -> FastAPI:
@@ -33,11 +34,11 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     )
     app.state.settings = settings
     errors.install(app)
+    install_middleware(app, settings)
     app.include_router(routes.router)
     return app
 
 
 def _warm_up(service: PersonaService) -> None:
-    """Open the index and load the model before the first request."""
-    service.store.ping()
-    service.embed_query("warm up")
+    """Open the index and load the model before the first request; what is missing is logged."""
+    health.warm_up(service)
