@@ -56,6 +56,8 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
                         batch_size=settings.embed_batch_size, progress=progress)
     for change in report.changes:
         err.print(change.summary(), highlight=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("ingest")
