@@ -38,6 +38,8 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
             message = "field required"
         elif error.get("type") == "extra_forbidden":
             message = "unknown field"
+        elif error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == r"\S":
+            message = "must not be blank"
         elif error.get("type") == "json_invalid":
             message = "request body is not valid JSON"
         out.append({"field": field, "message": message})

@@ -19,7 +19,7 @@ from server.schemas import (
 )
 
 router = APIRouter()
-ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 503)}
 
 
 def service_of(request: Request) -> PersonaService:
