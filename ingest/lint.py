@@ -13,20 +13,18 @@ from typing import Any
 
 from ingest.cards import Card
 
-INSTRUCTION_LIKE = re.compile(
-    "|".join([
-        r"\b(?:ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}?\b(?:instructions?|prompts?|rules|guidelines"
-        r"|directives?|guardrails)\b",
-        r"\bsystem\s+prompt\b",
-        r"\byou\s+are\s+(?:now|no\s+longer)\b",
-        r"\bfrom\s+now\s+on\b[^.\n]{0,40}?\b(?:you|respond|answer|act)\b",
-        r"\b(?:new|updated|real)\s+instructions?\s*:",
-        r"\b(?:jailbreak|developer\s+mode|DAN\s+mode)\b",
-        r"<\|?(?:im_start|im_end|system|endoftext)\|?>",
-        r"^\s*(?:system|assistant)\s*:",
-    ]),
-    re.IGNORECASE | re.MULTILINE,
+_INSTRUCTION_PATTERNS = (
+    (r"\b(?:ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}?\b(?:instructions?|prompts?|rules|guidelines"
+     r"|directives?|guardrails)\b"),
+    r"\bsystem\s+prompt\b",
+    r"\byou\s+are\s+(?:now|no\s+longer)\b",
+    r"\bfrom\s+now\s+on\b[^.\n]{0,40}?\b(?:you|respond|answer|act)\b",
+    r"\b(?:new|updated|real)\s+instructions?\s*:",
+    r"\b(?:jailbreak|developer\s+mode|DAN\s+mode)\b",
+    r"<\|?(?:im_start|im_end|system|endoftext)\|?>",
+    r"^\s*(?:system|assistant)\s*:",
 )
+INSTRUCTION_LIKE = re.compile("|".join(_INSTRUCTION_PATTERNS), re.IGNORECASE | re.MULTILINE)
 MARKUP = re.compile(
     r"<\s*/?\s*(?:script|iframe|object|embed|style|img|svg|form|input|link|meta|base|a)\b[^>]*>"
     r"|\bon[a-z]+\s*=\s*[\"']?|\bjavascript\s*:",

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
-    PydanticBaseSettingsSource,
     NoDecode,
+    PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )

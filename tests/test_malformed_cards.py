@@ -198,7 +198,7 @@ def test_seed_and_clean_unicode_card_have_no_warnings(settings: Settings, embedd
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PERSONA_DATA_DIR": str(data_dir), "NO_COLOR": "1",
            "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "persona", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "persona", *args], capture_output=True, text=True, check=False, env=env,
                           cwd=ROOT, timeout=300)
 
 

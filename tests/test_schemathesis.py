@@ -68,7 +68,7 @@ def _valid_text(value: object, longest: int) -> bool:
 
 @schema.parametrize()
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-def test_api_conforms_to_its_schema(case, live_url: str) -> None:  # noqa: ANN001 - a schemathesis Case
+def test_api_conforms_to_its_schema(case, live_url: str) -> None:  # case: a schemathesis Case
     case.body = known_names(case.body)
     case.call_and_validate(base_url=live_url)  # every check schemathesis has: status codes, schemas, headers, negative data ...
 
