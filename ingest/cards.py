@@ -115,6 +115,53 @@ def parse_card(data: Any, source: str) -> Card:
         raise InvalidCard(source, _field_path(loc), message) from None
 
 
+MAX_YAML_DEPTH = 50
+
+
+class _CardLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` made strict for untrusted cards: no aliases (no "billion laughs"),
+    no duplicate keys (the last one would silently win), no nesting deeper than
+    :data:`MAX_YAML_DEPTH` (no recursion blow-up)."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in cards", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable key: PyYAML reports it below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """What was wrong with the YAML, and where, in one line."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"expected YAML text, {exc.reason} (character #x{exc.character:04x} at offset {exc.position})"
+    problem = getattr(exc, "problem", None) or str(exc)  # a constructor's ValueError: a bad date
+    return f"expected YAML, {problem}{where}"
+
+
 def load_card(path: Path) -> Card:
     """Read and validate one card file."""
     source = str(path)
@@ -129,12 +176,9 @@ def load_card(path: Path) -> Card:
     except UnicodeDecodeError as exc:
         raise InvalidCard(source, "(file)", f"expected UTF-8 text, got a bad byte at offset {exc.start}") from None
     try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise InvalidCard(source, "(file)", f"expected YAML, {problem}{where}") from None
+        data = yaml.load(raw, Loader=_CardLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        raise InvalidCard(source, "(file)", _yaml_problem(exc)) from None
     return parse_card(data, source)
 
 

@@ -17,10 +17,14 @@ import numpy as np
 
 from ingest.cards import Card, find_cards, load_card
 from ingest.chunking import chunk_card, items_of, normalise, plain
+from ingest.lint import LintWarning, lint_card
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.store import Store
 from retrieval.types import Chunk, PersonaInfo
+
+MAX_CHUNKS = 5000
+"""Passages one card may produce; more is a card that would take an unreasonable time to embed."""
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(description, done, total)`` while embedding and writing."""
@@ -50,6 +54,7 @@ class PersonaChange:
 class IngestReport:
     changes: list[PersonaChange]
     swept: list[str] = field(default_factory=list)
+    warnings: list[LintWarning] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -85,6 +90,10 @@ def load_cards(paths: Sequence[Path]) -> list[tuple[Path, Card]]:
         if card.slug in seen:
             raise InvalidCard(str(path), "slug", f"unique slug expected, {card.slug!r} is also used by {seen[card.slug]}")
         seen[card.slug] = path
+        passages = len(chunk_card(card))
+        if passages > MAX_CHUNKS:
+            raise InvalidCard(str(path), "sections", f"expected at most {MAX_CHUNKS} passages (sections and their "
+                              f"items) in one card, got {passages}")
         cards.append((path, card))
     if not cards:
         raise InvalidCard(", ".join(str(p) for p in paths) or "(no path)", "(file)", "expected at least one *.yaml card")
@@ -95,7 +104,8 @@ def ingest(paths: Sequence[Path], store: Store, embedder: Embedder, model: str,
            batch_size: int = 64, progress: Progress | None = None) -> IngestReport:
     """Validate all cards, then publish each persona whose content changed."""
     cards = load_cards(paths)
-    report = IngestReport(changes=[], swept=store.sweep())
+    warnings = [warning for path, card in cards for warning in lint_card(card, str(path))]
+    report = IngestReport(changes=[], swept=store.sweep(), warnings=warnings)
     for path, card in cards:
         report.changes.append(_ingest_card(path, card, store, embedder, model, batch_size, progress))
     return report

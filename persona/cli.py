@@ -56,6 +56,8 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
                         batch_size=settings.embed_batch_size, progress=progress)
     for change in report.changes:
         err.print(change.summary(), highlight=False)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("ingest")
@@ -147,7 +149,8 @@ def serve_command(
     settings = settings_for(data_dir)
     if ingest_seeds and settings.seeds_dir.exists():
         run_ingest(settings, [settings.seeds_dir])
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False)
 
 
 @app.command("mcp")

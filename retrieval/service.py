@@ -16,6 +16,7 @@ from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired
 from retrieval.search import to_hits
 from retrieval.settings import Settings
 from retrieval.store import Store
+from retrieval.text import is_blank
 from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
@@ -140,7 +141,7 @@ def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits:
 
 
 def _clean(text: str, field: str) -> str:
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or is_blank(text):
         raise InvalidQuery(f"{field} must be a non-empty string")
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidQuery(f"{field} must be at most {MAX_QUERY_CHARS} characters, got {len(text)}")

@@ -6,13 +6,15 @@ an optional YAML file named by ``PERSONA_CONFIG`` supplies defaults that the env
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -51,6 +53,38 @@ class Settings(BaseSettings):
         default_factory=list, description="Host headers /mcp accepts besides localhost ('name:*' any port, '*' any)."
     )
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch at ingest.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (comma-separated in the environment); none by default.",
+    )
+    rate_limit: str | None = Field(
+        "120/minute", description="Requests per client, e.g. '120/minute' or '10/second;500/hour'; empty = off."
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        if value is None or not value.strip() or value.strip().lower() in {"off", "none", "0"}:
+            return None
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"expected a rate like '120/minute', got {value!r}") from exc
+        return value.strip()
 
     @classmethod
     def settings_customise_sources(

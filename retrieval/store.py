@@ -280,7 +280,7 @@ def exclusive(settings: Settings):  # noqa: ANN201 - a filelock.FileLock or a nu
         return contextlib.nullcontext()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = str((settings.data_dir / "index.lock").resolve())
-    lock = _LOCKS.setdefault(path, FileLock(path, timeout=0))
+    lock = _LOCKS.setdefault(path, FileLock(path, timeout=0, thread_local=False))  # per process, not thread
 
     @contextlib.contextmanager
     def held():  # noqa: ANN202

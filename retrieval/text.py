@@ -10,6 +10,14 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)]*\s+(?=[\"“(*]?[A-Z0-9])")
 _BOLD_LEAD = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])?\s*\*\*(?P<title>.+?)\*\*\s*[—–:-]?\s*", re.DOTALL)
 _ABBREVIATIONS = ("vs.", "e.g.", "i.e.", "etc.", "Mr.", "Ms.", "Dr.", "approx.", "incl.")
 MARKER = re.compile(r"\[(\d{1,3})\]")
+# A character that is not blank in Python (str.isspace) nor in JSON Schema / ECMAScript (\s): the
+# OpenAPI ``pattern`` of text fields and the core's own check agree on what "blank" means.
+VISIBLE = r"[^\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+
+
+def is_blank(text: str) -> bool:
+    """True when the text has no visible character (by both Python's and JSON Schema's idea of space)."""
+    return re.search(VISIBLE, text) is None
 
 
 def strip_markdown(text: str) -> str:

@@ -11,7 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from server import errors, mcp_server, openai_api, page, routes, stream
+from server import errors, health, mcp_server, openai_api, page, routes, stream
+from server.middleware import install_middleware
 
 
 def create_app(settings: Settings | None = None, service: PersonaService | None = None) -> FastAPI:
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     )
     app.state.settings = settings
     errors.install(app)
+    install_middleware(app, settings)
     app.include_router(routes.router)
     app.include_router(stream.router)
     page.install(app)
@@ -43,6 +45,5 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
 
 
 def _warm_up(service: PersonaService) -> None:
-    """Open the index and load the model before the first request."""
-    service.store.ping()
-    service.embed_query("warm up")
+    """Open the index and load the model before the first request; what is missing is logged."""
+    health.warm_up(service)

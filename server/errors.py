@@ -38,8 +38,9 @@ def openai_error(status: int, message: str, code: str, param: str | None = None)
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def _respond(request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None,
-             param: str | None = None, **extra: Any) -> JSONResponse:
+def respond(request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None,
+            param: str | None = None, **extra: Any) -> JSONResponse:
+    """An error response in the shape the route's clients expect (OpenAI's on the OpenAI routes)."""
     if is_openai(request):
         status = 400 if status == 422 else status
         return JSONResponse(openai_error(status, detail, code, param), status_code=status, headers=headers)
@@ -53,9 +54,9 @@ async def persona_error(request: Request, exc: Exception) -> JSONResponse:
         extra["available"] = exc.available
     if isinstance(exc, UnknownPersona) and is_openai(request):
         listed = ", ".join(exc.available) or "none (run `persona ingest` first)"
-        return _respond(request, 404, f"The model {exc.slug!r} does not exist; available models: {listed}",
+        return respond(request, 404, f"The model {exc.slug!r} does not exist; available models: {listed}",
                         "model_not_found", param="model")
-    return _respond(request, exc.status_code, exc.message, exc.code, **extra)
+    return respond(request, exc.status_code, exc.message, exc.code, **extra)
 
 
 def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -69,6 +70,8 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
             message = "field required"
         elif error.get("type") == "extra_forbidden":
             message = "unknown field"
+        elif error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == r"\S":
+            message = "must not be blank"
         elif error.get("type") == "json_invalid":
             message = "request body is not valid JSON"
         out.append({"field": field, "message": message})
@@ -80,17 +83,17 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     errors = describe_validation(list(exc.errors()))
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
     param = errors[0]["field"] if errors else None
-    return _respond(request, 422, detail, "invalid_request", param=param, errors=errors)
+    return respond(request, 422, detail, "invalid_request", param=param, errors=errors)
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return _respond(request, exc.status_code, str(exc.detail), "http_error", headers=getattr(exc, "headers", None))
+    return respond(request, exc.status_code, str(exc.detail), "http_error", headers=getattr(exc, "headers", None))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _respond(request, 500, "internal error; the server log has the details", "internal_error")
+    return respond(request, 500, "internal error; the server log has the details", "internal_error")
 
 
 HANDLERS = {

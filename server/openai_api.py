@@ -169,23 +169,41 @@ def answer_fields(answer: Answer) -> dict[str, Any]:
 
 
 # -- routes -----------------------------------------------------------------------------------
+class OpenAIErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """Errors on these routes come in OpenAI's shape (built by the one table in server/errors.py)."""
+
+    error: OpenAIErrorBody
+
+
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIError} for code in (400, 401, 404, 413, 422, 429, 503)
+}
+
+
 def service_of(request: Request) -> PersonaService:
     return request.app.state.service
 
 
-@router.get("/models")
+@router.get("/models", responses=OPENAI_ERRORS)
 async def list_models(request: Request) -> dict[str, Any]:
     """One model per indexed persona, id = slug."""
     infos = await run_in_threadpool(service_of(request).personas)
     return {"object": "list", "data": [model_card(i) for i in infos]}
 
 
-@router.get("/models/{model}")
+@router.get("/models/{model}", responses=OPENAI_ERRORS)
 async def get_model(model: str, request: Request) -> dict[str, Any]:
     return model_card(await run_in_threadpool(service_of(request).persona, model))
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=OPENAI_ERRORS)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any] | StreamingResponse:
     """A reply in the persona's voice, every claim cited; ``stream: true`` for server-sent events."""
     service = service_of(request)

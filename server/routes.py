@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from retrieval.errors import PersonaError
 from retrieval.service import PersonaService
+from server import health
 from server.schemas import (
     AskRequest,
     AskResponse,
@@ -19,21 +19,19 @@ from server.schemas import (
 )
 
 router = APIRouter()
-ERRORS = {404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 503)}
 
 
 def service_of(request: Request) -> PersonaService:
     return request.app.state.service
 
 
-@router.get("/healthz", response_model=Health, tags=["ops"])
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness and readiness: ``ok`` when the index answers; otherwise 503 saying what is wrong."""
-    service = service_of(request)
-    try:
-        await run_in_threadpool(service.store.ping)
-    except PersonaError as exc:
-        return JSONResponse({"status": "unavailable", "checks": {"index": exc.message}}, status_code=503)
+    """Liveness and readiness: ``ok`` when the index and the model answer; otherwise 503 saying what is wrong."""
+    found = await run_in_threadpool(health.problems, service_of(request))
+    if found:
+        return JSONResponse({"status": "unavailable", "checks": found}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

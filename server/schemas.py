@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from retrieval.service import MAX_K, MAX_QUERY_CHARS
+from retrieval.text import VISIBLE
+
+NOT_BLANK = VISIBLE  # at least one character that is not white space
+Heading = Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
 
 
 class Strict(BaseModel):
@@ -12,14 +18,15 @@ class Strict(BaseModel):
 
 
 class RetrieveRequest(Strict):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to search the card for.")
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK,
+                       description="What to search the card for.")
     persona: str | None = Field(None, max_length=100, description="Persona slug; optional while only one is indexed.")
     k: int = Field(5, ge=1, le=MAX_K, description="How many passages to return.")
-    sections: list[str] | None = Field(None, max_length=50, description="Only search these sections (headings).")
+    sections: list[Heading] | None = Field(None, max_length=50, description="Only search these sections (headings).")
 
 
 class AskRequest(Strict):
-    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK)
     persona: str | None = Field(None, max_length=100)
     k: int | None = Field(None, ge=1, le=MAX_K)
     generator: str | None = Field(None, max_length=40, description="'extractive' (default) or 'openai'.")

@@ -40,7 +40,13 @@ def to_sse(event: AnswerEvent) -> ServerSentEvent:
     return ServerSentEvent(event="delta", data={"text": event.text})
 
 
-@router.post("/v1/ask/stream", response_class=EventSourceResponse, responses=ERRORS, tags=["personas"])
+# Errors before the stream starts are JSON, not events: documented as such (a ``model`` would be
+# documented under the route's text/event-stream media type).
+STREAM_ERRORS = {code: {"description": "Error", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ErrorOut"}}}} for code in ERRORS}
+
+
+@router.post("/v1/ask/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS, tags=["personas"])
 async def ask_stream(events: Annotated[Iterator[AnswerEvent], Depends(started_events)]) -> AsyncIterator[ServerSentEvent]:
     """Like ``/v1/ask``, streamed: ``delta`` events of answer text, then ``answer``, then ``done``."""
     try:

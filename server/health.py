@@ -1,0 +1,38 @@
+"""Readiness: can the service reach its index and load its embedding model? Used at start-up and by /healthz."""
+
+from __future__ import annotations
+
+import logging
+
+from retrieval.errors import PersonaError
+from retrieval.service import PersonaService
+
+log = logging.getLogger(__name__)
+
+
+def problems(service: PersonaService) -> dict[str, str]:
+    """What keeps the service from answering, by component (``index``, ``model``); empty when ready."""
+    found: dict[str, str] = {}
+    try:
+        service.store.ping()
+    except PersonaError as exc:
+        found["index"] = exc.message
+    try:
+        _ = service.embedder.dimension
+    except PersonaError as exc:
+        found["model"] = exc.message
+    return found
+
+
+def warm_up(service: PersonaService) -> dict[str, str]:
+    """Open the index and load the model before the first request.
+
+    What is missing is logged as one clear error per component; the server still starts, so that
+    ``/healthz`` can say what is wrong (503) and the API answers 503 with the same message.
+    """
+    found = problems(service)
+    for component, message in found.items():
+        log.error("start-up check failed: %s: %s (GET /healthz answers 503 until this is fixed)", component, message)
+    if not found:
+        service.embed_query("warm up")
+    return found
