@@ -18,6 +18,7 @@ METRICS: list[tuple[str, str]] = [
     ("abstention.in_scope_answered", "in-scope answered"),
     ("adversarial.pass_rate", "adversarial pass rate"),
     ("latency.mean_ms", "retrieval latency mean (ms)"), ("latency.p50_ms", "retrieval latency p50 (ms)"),
+    ("latency.ratio", "latency / plain dense"),
 ]
 
 
@@ -30,7 +31,7 @@ def columns(data: dict[str, Any]) -> list[tuple[str, str]]:
 def cell(value: float | None, metric: str) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.1f}" if metric.startswith("latency.") else f"{value:.3f}"
+    return f"{value:.1f}" if metric.endswith("_ms") else f"{value:.3f}"
 
 
 def table_rows(data: dict[str, Any]) -> list[list[str]]:
@@ -58,6 +59,11 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", "Configurations:", ""]
     described = {c: cfg["description"] for s in data["sets"] for c, cfg in s["configs"].items()}
     lines += [f"- `{name}`: {text}" for name, text in described.items()]
+    calibration = data.get("calibration")
+    if calibration:
+        lines += ["", f"Derived abstention threshold: **{calibration['threshold']:.3f}** from "
+                  f"{', '.join(calibration['sets'])} ({calibration['rule']}; highest out-of-scope "
+                  f"{calibration['out_of_scope_max']:.3f}, in-scope floor {calibration['in_scope_floor']:.3f})."]
     lines += ["", "## Gate (pipeline metrics, minimums)", ""]
     for name, minimums in data["thresholds"].items():
         lines.append(f"- {name}: " + (", ".join(f"{m} ≥ {v}" for m, v in minimums.items()) or "none"))
@@ -111,7 +117,10 @@ def plot_top_scores(data: dict[str, Any], path: Path, config: str = "pipeline") 
         ax.hist([r["top_score"] for r in records if r["kind"] == kind], bins=bins, alpha=0.6, color=color,
                 label=kind.replace("_", "-"))
     threshold = data["settings"]["min_score"]
-    ax.axvline(threshold, color="black", linestyle="--", label=f"abstention threshold {threshold:.3f}")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"abstention threshold (min_score) {threshold:.3f}")
+    derived = (data.get("calibration") or {}).get("threshold")
+    if derived is not None and abs(derived - threshold) > 1e-9:
+        ax.axvline(derived, color="tab:green", linestyle=":", label=f"derived from dev {derived:.3f}")
     ax.set_xlabel("top retrieval score")
     ax.set_ylabel("questions")
     ax.set_title(f"top score, {config}, all sets")

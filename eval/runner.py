@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from eval.baselines import BASELINES, Baseline, publish_baseline
+from eval.baselines import BASELINES, publish_baseline
+from eval.calibration import MAX_REFUSED, derive_threshold
 from eval.metrics import (
     AbstentionScore,
     abstention_score,
@@ -42,6 +43,7 @@ from retrieval.types import Answer, Hit, PersonaInfo
 
 RANK_DEPTH = 50  # hits fetched for ranking metrics: enough for ten distinct sections
 PIPELINE = "pipeline"
+DENSE = "dense"
 RANKING_METRICS = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@10")
 Progress = Callable[[str, int, int], None]
 
@@ -187,10 +189,35 @@ def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration], progress:
                 done += 1
                 if progress:
                     progress(f"evaluating {qset.name}", done, total)
-        results.append(SetResult(qset.name, qset.description, {
+        result = SetResult(qset.name, qset.description, {
             c.name: ConfigResult(c.name, c.description, summarise(records[c.name]), records[c.name]) for c in configs
-        }))
+        })
+        add_latency_ratio(result)
+        results.append(result)
     return results
+
+
+def add_latency_ratio(result: SetResult) -> None:
+    """Mean retrieval latency of each configuration over plain dense search's, as ``latency.ratio``."""
+    reference = result.configs.get(DENSE)
+    base = reference.metrics.get("latency.mean_ms") if reference else None
+    for config in result.configs.values():
+        mean_ms = config.metrics.get("latency.mean_ms")
+        config.metrics["latency.ratio"] = round(mean_ms / base, 3) if base and mean_ms is not None else None
+
+
+def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
+    """The abstention threshold derived from the pipeline's top scores on the dev set(s)
+    (sets named ``*dev``; every set when none is), by :func:`eval.calibration.derive_threshold`."""
+    chosen = [r for r in results if r.name.endswith("dev")] or list(results)
+    records = [x for r in chosen for x in r.configs[PIPELINE].records]
+    in_scope = [x.top_score for x in records if x.kind == "in_scope"]
+    out_of_scope = [x.top_score for x in records if x.kind == "out_of_scope"]
+    if not in_scope or not out_of_scope:
+        return None
+    return {"sets": [r.name for r in chosen], "rule": "midpoint between the highest out-of-scope top score and the "
+            f"in-scope top score below which at most {MAX_REFUSED:.0%} fall (just above the former if they overlap)",
+            **asdict(derive_threshold(in_scope, out_of_scope))}
 
 
 # -- configurations --------------------------------------------------------------------------
@@ -227,9 +254,9 @@ def pipeline_config(service: PersonaService, answering: PersonaService, generato
     )
 
 
-def baseline_config(baseline: Baseline, service: PersonaService, answering: PersonaService, store: Store,
-                    infos: dict[str, PersonaInfo], generator: str) -> Configuration:
-    """Dense search over the baseline's chunks; the same generator answers from the top ``default_k``."""
+def dense_config(name: str, description: str, service: PersonaService, answering: PersonaService, store: Store,
+                 infos: dict[str, PersonaInfo], generator: str, item_ids: bool) -> Configuration:
+    """Plain dense search over ``store``; the same generator answers from the top ``default_k``."""
     make = answering.generators[generator]
 
     def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
@@ -239,7 +266,7 @@ def baseline_config(baseline: Baseline, service: PersonaService, answering: Pers
     def answer(q: Question, info: PersonaInfo, hits: list[Hit]) -> Answer:
         return make(answering, info, q.question, hits[:service.settings.default_k])
 
-    return Configuration(baseline.name, baseline.description, retrieve, answer, _known_ids(store), item_ids=False)
+    return Configuration(name, description, retrieve, answer, _known_ids(store), item_ids=item_ids)
 
 
 def _known_ids(store: Store) -> Callable[[str], set[str]]:
@@ -282,11 +309,15 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
             if slug not in cards:
                 raise PersonaError(f"no card for persona {slug!r} in {settings.seeds_dir}: the baselines need it")
         base_store = Store(settings.model_copy(update={"data_dir": Path(tmp) / "baselines", "chroma_url": None}))
-        configs = [pipeline_config(service, answering, generator)]
+        own = {slug: service.persona(slug) for slug in personas}
+        configs = [pipeline_config(service, answering, generator),
+                   dense_config(DENSE, "plain dense search over the pipeline's chunks (the latency reference)",
+                                service, answering, service.store, own, generator, item_ids=True)]
         for n, baseline in enumerate(BASELINES, start=1):
-            infos = {slug: publish_baseline(baseline, cards[slug], service.persona(slug), base_store, embedder,
-                                            settings.model) for slug in personas}
-            configs.append(baseline_config(baseline, service, answering, base_store, infos, generator))
+            infos = {slug: publish_baseline(baseline, cards[slug], own[slug], base_store, embedder, settings.model)
+                     for slug in personas}
+            configs.append(dense_config(baseline.name, baseline.description, service, answering, base_store, infos,
+                                        generator, item_ids=False))
             if progress:
                 progress("building baselines", n, len(BASELINES))
         yield configs
@@ -310,6 +341,7 @@ def report_data(results: Sequence[SetResult], settings: Settings, generator: str
         "sets": [{"name": r.name, "description": r.description, "configs": {
             name: {"description": c.description, "metrics": c.metrics, "records": [asdict(x) for x in c.records]}
             for name, c in r.configs.items()}} for r in results],
+        "calibration": calibrate(results),
         "thresholds": {r.name: thresholds.for_set(r.name) for r in results},
         "failures": [asdict(f) for f in failed],
     }

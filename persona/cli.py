@@ -190,6 +190,9 @@ def eval_command(
     for row in report.table_rows(data):
         table.add_row(*row)
     (out if out.is_terminal else Console(width=160)).print(table)
+    if data["calibration"]:
+        out.print(f"abstention threshold derived from {', '.join(data['calibration']['sets'])}: "
+                  f"{data['calibration']['threshold']:.3f} (in use: min_score = {settings.min_score})", highlight=False)
     out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
     for failure in failed:
         err.print(f"FAILED {failure.line()}", highlight=False, markup=False)
