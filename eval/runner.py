@@ -198,12 +198,13 @@ def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration], progress:
 
 
 def add_latency_ratio(result: SetResult) -> None:
-    """Mean retrieval latency of each configuration over plain dense search's, as ``latency.ratio``."""
+    """Median retrieval latency of each configuration over plain dense search's, as ``latency.ratio``
+    (medians, so that load from other processes on a shared machine does not decide it)."""
     reference = result.configs.get(DENSE)
-    base = reference.metrics.get("latency.mean_ms") if reference else None
+    base = reference.metrics.get("latency.p50_ms") if reference else None
     for config in result.configs.values():
-        mean_ms = config.metrics.get("latency.mean_ms")
-        config.metrics["latency.ratio"] = round(mean_ms / base, 3) if base and mean_ms is not None else None
+        p50 = config.metrics.get("latency.p50_ms")
+        config.metrics["latency.ratio"] = round(p50 / base, 3) if base and p50 is not None else None
 
 
 def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:

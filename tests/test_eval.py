@@ -50,7 +50,8 @@ def test_gate_passes_then_fails_when_a_threshold_is_raised(tmp_path: Path) -> No
     report = json.loads((out / "report.json").read_text())
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "hit_at_k.png", "top_scores.png"}
     configs = report["sets"][0]["configs"]
-    assert list(configs) == ["pipeline", "fixed-500", "sections"]
+    assert list(configs) == ["pipeline", "dense", "fixed-500", "sections"]
+    assert configs["pipeline"]["metrics"]["latency.ratio"] > 0 and report["calibration"]["threshold"] > 0
     assert len(configs["pipeline"]["records"]) == 4 and "section hit@1" in passed.stdout
     measured = configs["pipeline"]["metrics"]["section.mrr"]
 
