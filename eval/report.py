@@ -18,7 +18,7 @@ METRICS: list[tuple[str, str]] = [
     ("abstention.in_scope_answered", "in-scope answered"),
     ("adversarial.pass_rate", "adversarial pass rate"),
     ("latency.mean_ms", "retrieval latency mean (ms)"), ("latency.p50_ms", "retrieval latency p50 (ms)"),
-    ("latency.ratio", "latency p50 / plain dense"),
+    ("latency.ratio", "latency / plain dense (median)"),
 ]
 
 
