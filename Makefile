@@ -23,5 +23,8 @@ serve: install
 test: install
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m pytest
 
+eval: install
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona eval --out eval/out
+
 clean:
 	rm -rf $(VENV) .persona .pytest_cache

@@ -161,6 +161,56 @@ def mcp_command(data_dir: DataDir = None) -> None:
     run_stdio(settings_for(data_dir))
 
 
+@app.command("eval")
+def eval_command(
+    sets: Annotated[list[Path] | None, typer.Option("--set", help="Question set YAML (repeatable; default: eval/sets/*.yaml).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path("eval/out"),
+    generator: Annotated[str, typer.Option("--generator", "-g", help="Generator that answers (extractive, openai).")] = "extractive",
+    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Minimum metrics per set (default: eval/thresholds.yaml).")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Evaluate this index (default: a temporary index of seeds/).")] = None,
+) -> None:
+    """Measure retrieval, citations and abstention against the baselines; fail below the thresholds."""
+    from rich.table import Table
+
+    from eval import report
+    from eval.runner import configurations, failures, report_data, run
+    from eval.sets import THRESHOLDS_FILE, default_sets, load_set, load_thresholds
+
+    settings = settings_for(data_dir)
+    question_sets = [load_set(path) for path in (sets or default_sets())]
+    limits = load_thresholds(thresholds or THRESHOLDS_FILE)
+    personas = sorted({q.persona for s in question_sets for q in s.questions})
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        with configurations(settings, personas, generator, data_dir is not None, progress=progress) as configs:
+            results = run(question_sets, configs, progress)
+    failed = failures(results, limits)
+    data = report_data(results, settings, generator, limits, failed)
+    paths = report.write(data, out_dir)
+    table = Table(title="persona eval")
+    table.add_column("metric")
+    for name in report.summary_columns(data):
+        table.add_column(name, justify="right")
+    for row in report.table_rows(data):
+        table.add_row(*row)
+    (out if out.is_terminal else Console(width=160)).print(table)
+    if data["calibration"]:
+        out.print(f"abstention threshold derived from {', '.join(data['calibration']['sets'])}: "
+                  f"{data['calibration']['threshold']:.3f} (in use: min_score = {settings.min_score})", highlight=False)
+    out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
+    for failure in failed:
+        err.print(f"FAILED {failure.line()}", highlight=False, markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``persona`` script: domain errors become one line and exit code 2."""
     try:

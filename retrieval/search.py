@@ -1,29 +1,115 @@
-"""Dense retrieval over one persona's chunks."""
+"""Retrieval over one persona's chunks: dense search, and dense fused with BM25 keyword search.
+
+The hybrid score of a chunk is ``DENSE_WEIGHT * cosine + KEYWORD_WEIGHT * bm25 / (bm25 + KEYWORD_SATURATION)``:
+the cosine similarity (clipped to [0, 1]) plus a saturated BM25 score, so it stays in [0, 1] and
+keeps an absolute meaning (a question that shares no words with the card gets its dense score
+scaled by ``DENSE_WEIGHT``), which the abstention threshold relies on. Weights were chosen on the
+eval dev set (see README "Evaluation").
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from retrieval.store import Match
+from retrieval.store import Match, StoredChunk
 from retrieval.types import Hit
+
+DENSE_WEIGHT = 0.8
+KEYWORD_WEIGHT = 0.2
+KEYWORD_SATURATION = 5.0  # a BM25 score of 5 counts half of KEYWORD_WEIGHT
+CANDIDATES = 50  # dense candidates fetched before fusion, whatever k is, so rankings do not depend on k
 
 
 def to_hits(matches: Sequence[Match]) -> list[Hit]:
     """Chroma matches -> hits with a score in [0, 1]: cosine similarity, negatives clipped to 0."""
-    hits = []
-    for rank, match in enumerate(matches, start=1):
-        meta = match.metadata
-        score = float(np.clip(1.0 - match.distance, 0.0, 1.0))
-        hits.append(Hit(
-            id=match.id,
-            persona=str(meta.get("persona", "")),
-            kind=meta.get("kind", "section"),
-            section=str(meta.get("section", "")),
-            item=meta.get("item") or None,
-            text=str(meta.get("text", "")),
-            score=round(score, 6),
-            rank=rank,
-        ))
-    return hits
+    return [_hit(m.id, m.metadata, _cosine(m), rank) for rank, m in enumerate(matches, start=1)]
+
+
+def _cosine(match: Match) -> float:
+    return float(np.clip(1.0 - match.distance, 0.0, 1.0))
+
+
+def _hit(cid: str, meta: dict[str, Any], score: float, rank: int) -> Hit:
+    return Hit(
+        id=cid,
+        persona=str(meta.get("persona", "")),
+        kind=meta.get("kind", "section"),
+        section=str(meta.get("section", "")),
+        item=meta.get("item") or None,
+        text=str(meta.get("text", "")),
+        score=round(score, 6),
+        rank=rank,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _stemmer():  # noqa: ANN202 - a callable list[str] -> list[str]
+    from nltk.stem import PorterStemmer
+
+    porter = PorterStemmer()
+    return lambda words: [porter.stem(w) for w in words]
+
+
+def _tokens(texts: list[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
+
+
+def keyword_text(meta: dict[str, Any]) -> str:
+    """What BM25 indexes for a chunk: its section heading, item title and text."""
+    return " ".join(str(meta.get(key) or "") for key in ("section", "item", "text"))
+
+
+@dataclass(frozen=True)
+class KeywordIndex:
+    """BM25 (``bm25s``, Porter-stemmed, English stop words dropped) over one persona's chunks."""
+
+    ids: list[str]
+    metadata: list[dict[str, Any]]
+    bm25: Any
+
+    @classmethod
+    def build(cls, chunks: Sequence[StoredChunk]) -> KeywordIndex:
+        import bm25s
+
+        bm25 = bm25s.BM25()
+        if chunks:
+            bm25.index(_tokens([keyword_text(c.metadata) for c in chunks]), show_progress=False)
+        return cls([c.id for c in chunks], [c.metadata for c in chunks], bm25)
+
+    def scores(self, query: str) -> np.ndarray:
+        """Saturated BM25 score of every chunk for ``query``, each in [0, 1)."""
+        words = [w for w in _tokens([query])[0] if w]
+        if not self.ids or not words:
+            return np.zeros(len(self.ids), dtype=np.float32)
+        raw = np.asarray(self.bm25.get_scores(words), dtype=np.float32)
+        return raw / (raw + KEYWORD_SATURATION)
+
+
+def hybrid_hits(matches: Sequence[Match], keywords: KeywordIndex, query: str, k: int,
+                sections: Sequence[str] | None = None) -> list[Hit]:
+    """Dense candidates fused with keyword scores; the best ``k`` by hybrid score.
+
+    Chunks found by keywords but not among the dense candidates are scored with the lowest
+    candidate cosine (a bound: they are no closer than the last dense candidate).
+    """
+    keyword = keywords.scores(query)
+    dense = {m.id: _cosine(m) for m in matches}
+    floor = min(dense.values(), default=0.0)
+    wanted = set(sections) if sections else None
+    fused = []
+    for index, (cid, meta) in enumerate(zip(keywords.ids, keywords.metadata, strict=True)):
+        if wanted is not None and meta.get("section") not in wanted:
+            continue
+        if cid not in dense and keyword[index] <= 0:
+            continue
+        score = DENSE_WEIGHT * dense.get(cid, floor) + KEYWORD_WEIGHT * float(keyword[index])
+        fused.append((score, cid, meta))
+    fused.sort(key=lambda item: -item[0])
+    return [_hit(cid, meta, score, rank) for rank, (score, cid, meta) in enumerate(fused[:k], start=1)]

@@ -13,7 +13,7 @@ from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
 from retrieval.embedder import Embedder, create_embedder
 from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
-from retrieval.search import to_hits
+from retrieval.search import CANDIDATES, KeywordIndex, hybrid_hits
 from retrieval.settings import Settings
 from retrieval.store import Store
 from retrieval.text import is_blank
@@ -39,6 +39,8 @@ class PersonaService:
         self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
         self.streamers: dict[str, Streamer] = {}
         llm.register(self.generators, self.streamers)
+        self._keywords: dict[str, tuple[str, KeywordIndex]] = {}
+        self._keywords_lock = threading.Lock()
 
     @property
     def embedder(self) -> Embedder:
@@ -85,8 +87,24 @@ class PersonaService:
             raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {k}")
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
-        matches = self.store.query(info.slug, self.embed_query(query), k, wanted)
-        return info, to_hits(matches)
+        matches = self.store.query(info.slug, self.embed_query(query), max(k, CANDIDATES), wanted)
+        return info, hybrid_hits(matches, self.keyword_index(info), query, k, wanted)
+
+    def keyword_index(self, info: PersonaInfo) -> KeywordIndex:
+        """The persona's BM25 index, built on first use and rebuilt when its content changes.
+
+        Cached by the persona's content fingerprint (it changes with every published change of
+        chunks), or by its live collection name for an index written without one.
+        """
+        key = info.fingerprint or str((self.store.pointer(info.slug) or {}).get("collection", ""))
+        cached = self._keywords.get(info.slug)
+        if cached is None or cached[0] != key:
+            with self._keywords_lock:
+                cached = self._keywords.get(info.slug)
+                if cached is None or cached[0] != key:
+                    cached = (key, KeywordIndex.build(self.store.chunks(info.slug)))
+                    self._keywords[info.slug] = cached
+        return cached[1]
 
     # -- answers ------------------------------------------------------------------------------
     def ask(self, question: str, persona: str | None = None, k: int | None = None,

@@ -41,7 +41,11 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Hit:
-    """A chunk returned for a query, with its score in [0, 1] (cosine similarity, clipped) and rank."""
+    """A chunk returned for a query, with its score in [0, 1] and rank.
+
+    The score is the hybrid score of :mod:`retrieval.search` (cosine similarity fused with a
+    saturated BM25 score); plain dense search gives the clipped cosine similarity.
+    """
 
     id: str
     persona: str

@@ -1,0 +1,145 @@
+"""Reports of an eval run: ``report.json``, ``report.md`` and PNG plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+METRICS: list[tuple[str, str]] = [
+    ("section.hit@1", "section hit@1"), ("section.hit@3", "section hit@3"), ("section.hit@5", "section hit@5"),
+    ("section.mrr", "section MRR"), ("section.ndcg@10", "section nDCG@10"),
+    ("id.hit@1", "id hit@1"), ("id.hit@3", "id hit@3"), ("id.hit@5", "id hit@5"),
+    ("id.mrr", "id MRR"), ("id.ndcg@10", "id nDCG@10"),
+    ("citation.validity", "citation validity"), ("citation.recall", "citation recall"),
+    ("citation.precision", "citation precision"),
+    ("abstention.precision", "abstention precision"), ("abstention.recall", "abstention recall"),
+    ("abstention.in_scope_answered", "in-scope answered"),
+    ("adversarial.pass_rate", "adversarial pass rate"),
+    ("latency.mean_ms", "retrieval latency mean (ms)"), ("latency.p50_ms", "retrieval latency p50 (ms)"),
+    ("latency.ratio", "latency / plain dense (median)"),
+]
+
+
+def columns(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(set name, configuration name) pairs: each configuration with its sets side by side."""
+    configs = list(dict.fromkeys(name for s in data["sets"] for name in s["configs"]))
+    return [(s["name"], c) for c in configs for s in data["sets"] if c in s["configs"]]
+
+
+def cell(value: float | None, metric: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1f}" if metric.endswith("_ms") else f"{value:.3f}"
+
+
+def table_rows(data: dict[str, Any]) -> list[list[str]]:
+    """One row per metric: its label, then a value per column of :func:`columns`."""
+    by_set = {s["name"]: s["configs"] for s in data["sets"]}
+    rows = []
+    for metric, label in METRICS:
+        rows.append([label, *(cell(by_set[s][c]["metrics"].get(metric), metric) for s, c in columns(data))])
+    return rows
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The report as Markdown: settings, the metrics table, thresholds and the gate's verdict."""
+    cols = columns(data)
+    settings = data["settings"]
+    lines = [
+        "# Evaluation report", "",
+        f"Model `{settings['model']}`, generator `{settings['generator']}`, k = {settings['default_k']}, "
+        f"abstention threshold (min_score) = {settings['min_score']}, support judge: ROUGE-L precision "
+        f"≥ {settings['support_threshold']}.", "",
+        "| metric | " + " | ".join(f"{c} ({s})" for s, c in cols) + " |",
+        "|---|" + "---:|" * len(cols),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(data)]
+    lines += ["", "Configurations:", ""]
+    described = {c: cfg["description"] for s in data["sets"] for c, cfg in s["configs"].items()}
+    lines += [f"- `{name}`: {text}" for name, text in described.items()]
+    calibration = data.get("calibration")
+    if calibration:
+        lines += ["", f"Derived abstention threshold: **{calibration['threshold']:.3f}** from "
+                  f"{', '.join(calibration['sets'])} ({calibration['rule']}; highest out-of-scope "
+                  f"{calibration['out_of_scope_max']:.3f}, in-scope floor {calibration['in_scope_floor']:.3f})."]
+    lines += ["", "## Gate (pipeline metrics, minimums)", ""]
+    for name, minimums in data["thresholds"].items():
+        lines.append(f"- {name}: " + (", ".join(f"{m} ≥ {v}" for m, v in minimums.items()) or "none"))
+    lines += ["", "**Failed:** " + "; ".join(_failure_line(f) for f in data["failures"])
+              if data["failures"] else "**All thresholds met.**", "", "![hit@k](hit_at_k.png)",
+              "![top scores](top_scores.png)", ""]
+    return "\n".join(lines)
+
+
+def _failure_line(failure: dict[str, Any]) -> str:
+    return f"{failure['set']} {failure['metric']} = {cell(failure['value'], failure['metric'])} < {failure['minimum']}"
+
+
+def plot_hit_at_k(data: dict[str, Any], path: Path) -> None:
+    """Grouped bars: section hit@1/3/5 for each configuration, one panel per question set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = data["sets"]
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 4), sharey=True, squeeze=False)
+    ks = ("hit@1", "hit@3", "hit@5")
+    for ax, qset in zip(axes[0], sets, strict=True):
+        names = list(qset["configs"])
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            values = [qset["configs"][name]["metrics"].get(f"section.{k}") or 0.0 for k in ks]
+            ax.bar([x + i * width for x in range(len(ks))], values, width, label=name)
+        ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(ks))], ks)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"section hit@k, {qset['name']}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_top_scores(data: dict[str, Any], path: Path, config: str = "pipeline") -> None:
+    """Histogram of the best hit's score, in-scope vs out-of-scope, with the abstention threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [r for s in data["sets"] for r in s["configs"][config]["records"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = [i / 40 for i in range(41)]
+    for kind, color in (("in_scope", "tab:blue"), ("out_of_scope", "tab:red")):
+        ax.hist([r["top_score"] for r in records if r["kind"] == kind], bins=bins, alpha=0.6, color=color,
+                label=kind.replace("_", "-"))
+    threshold = data["settings"]["min_score"]
+    ax.axvline(threshold, color="black", linestyle="--", label=f"abstention threshold (min_score) {threshold:.3f}")
+    derived = (data.get("calibration") or {}).get("threshold")
+    if derived is not None and abs(derived - threshold) > 1e-9:
+        ax.axvline(derived, color="tab:green", linestyle=":", label=f"derived from dev {derived:.3f}")
+    ax.set_xlabel("top retrieval score")
+    ax.set_ylabel("questions")
+    ax.set_title(f"top score, {config}, all sets")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Write report.json, report.md and the plots into ``out_dir``; return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "report.json", out_dir / "report.md", out_dir / "hit_at_k.png", out_dir / "top_scores.png"]
+    paths[0].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(data), encoding="utf-8")
+    plot_hit_at_k(data, paths[2])
+    plot_top_scores(data, paths[3])
+    return paths
+
+
+def summary_columns(data: dict[str, Any]) -> Sequence[str]:
+    return [f"{c}\n{s}" for s, c in columns(data)]

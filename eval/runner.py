@@ -1,0 +1,353 @@
+"""Run question sets through the pipeline and the baselines, and score every answer.
+
+The pipeline is :class:`retrieval.service.PersonaService` exactly as users call it (``retrieve``
+for the ranking, ``ask`` for the answer). Each baseline is a dense search over its own chunks,
+answered by the same generator. Unless an index is named, everything runs on temporary indexes
+built from the seed cards, so the user's index is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eval.baselines import BASELINES, publish_baseline
+from eval.calibration import MAX_REFUSED, derive_threshold
+from eval.metrics import (
+    AbstentionScore,
+    abstention_score,
+    adversarial_check,
+    citation_score,
+    citation_valid,
+    dedupe,
+    mean,
+    ranking_scores,
+)
+from eval.sets import Question, QuestionSet, Thresholds
+from retrieval.embedder import Embedder, create_embedder
+from retrieval.errors import GeneratorUnavailable, PersonaError
+from retrieval.search import to_hits
+from retrieval.service import PersonaService
+from retrieval.settings import Settings
+from retrieval.store import Store
+from retrieval.support import SUPPORT_THRESHOLD
+from retrieval.types import Answer, Hit, PersonaInfo
+
+TIMING_RUNS = 2  # retrieval is timed this often per question and the fastest run kept (less load noise)
+RANK_DEPTH = 50  # hits fetched for ranking metrics: enough for ten distinct sections
+PIPELINE = "pipeline"
+DENSE = "dense"
+RANKING_METRICS = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@10")
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Configuration:
+    """One way of answering: how it retrieves and how it answers from what it retrieved."""
+
+    name: str
+    description: str
+    retrieve: Callable[[Question], tuple[PersonaInfo, list[Hit]]]
+    answer: Callable[[Question, PersonaInfo, list[Hit]], Answer]
+    known_ids: Callable[[str], set[str]]
+    item_ids: bool = True  # False when its chunks are not the card's items: id-level metrics are n/a
+
+
+@dataclass
+class Record:
+    """What one configuration did with one question, and how it scored."""
+
+    id: str
+    kind: str
+    question: str
+    sections: list[str]
+    ids: list[str]
+    top_score: float
+    latency_ms: float
+    grounded: bool
+    answer: str
+    cited: list[str]
+    ranking: dict[str, float] = field(default_factory=dict)
+    id_ranking: dict[str, float] = field(default_factory=dict)
+    citation_valid: bool = True
+    sentences: int = 0
+    supported: int = 0
+    citations: int = 0
+    precise: int = 0
+    adversarial: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class ConfigResult:
+    name: str
+    description: str
+    metrics: dict[str, float | None]
+    records: list[Record]
+
+
+@dataclass
+class SetResult:
+    name: str
+    description: str
+    configs: dict[str, ConfigResult]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A pipeline metric below the minimum declared for its question set."""
+
+    set: str
+    metric: str
+    value: float | None
+    minimum: float
+
+    def line(self) -> str:
+        shown = "n/a" if self.value is None else f"{self.value:.3f}"
+        return f"{self.set}: {self.metric} = {shown} is below the threshold {self.minimum:.3f}"
+
+
+# -- one question ----------------------------------------------------------------------------
+def evaluate(config: Configuration, question: Question) -> Record:
+    """Retrieve (timed), answer, and score one question with one configuration."""
+    timings = []
+    for _ in range(TIMING_RUNS):
+        started = time.perf_counter()
+        info, hits = config.retrieve(question)
+        timings.append((time.perf_counter() - started) * 1000)
+    latency_ms = min(timings)
+    answer = config.answer(question, info, hits)
+    sections = dedupe(h.section for h in hits)
+    ids = dedupe(h.id for h in hits)
+    cited = {c.n: c.id for c in answer.citations}
+    valid = citation_valid(answer.text, cited, [h.id for h in answer.hits or hits], config.known_ids(info.slug))
+    score = citation_score(answer.text, {c.n: c.text for c in answer.citations})
+    record = Record(
+        id=question.id, kind=question.kind, question=question.question, sections=sections[:10], ids=ids[:10],
+        top_score=hits[0].score if hits else 0.0, latency_ms=round(latency_ms, 3), grounded=answer.grounded,
+        answer=answer.text, cited=list(cited.values()), citation_valid=valid, sentences=score.sentences,
+        supported=score.supported, citations=score.citations, precise=score.precise,
+    )
+    if question.kind == "in_scope":
+        record.ranking = ranking_scores(sections, question.gold.sections)
+        if question.gold.ids and config.item_ids:
+            record.id_ranking = ranking_scores(ids, question.gold.ids)
+    if question.kind == "adversarial":
+        record.adversarial = asdict(adversarial_check(answer.text, answer.grounded, valid, score, info.title))
+    return record
+
+
+# -- aggregates ------------------------------------------------------------------------------
+def summarise(records: Sequence[Record]) -> dict[str, float | None]:
+    """Every metric of one configuration on one question set (``None`` where it does not apply)."""
+    metrics: dict[str, float | None] = {}
+    for level, attr in (("section", "ranking"), ("id", "id_ranking")):
+        scored = [getattr(r, attr) for r in records if getattr(r, attr)]
+        for name in RANKING_METRICS:
+            metrics[f"{level}.{name}"] = mean(s[name] for s in scored)
+    answered = [r for r in records if r.grounded and r.sentences]
+    metrics["citation.validity"] = mean(float(r.citation_valid) for r in records)
+    metrics["citation.recall"] = mean(r.supported / r.sentences for r in answered)
+    metrics["citation.precision"] = mean(r.precise / r.citations if r.citations else 0.0 for r in answered)
+    abstention: AbstentionScore = abstention_score((r.kind, not r.grounded) for r in records)
+    metrics["abstention.precision"] = abstention.precision
+    metrics["abstention.recall"] = abstention.recall
+    metrics["abstention.in_scope_answered"] = abstention.in_scope_answered
+    metrics["adversarial.pass_rate"] = mean(float(all(r.adversarial.values())) for r in records if r.adversarial)
+    latencies = [r.latency_ms for r in records]
+    metrics["latency.mean_ms"] = mean(latencies)
+    metrics["latency.p50_ms"] = statistics.median(latencies) if latencies else None
+    return {k: (None if v is None else round(v, 4)) for k, v in metrics.items()}
+
+
+def failures(results: Sequence[SetResult], thresholds: Thresholds) -> list[Failure]:
+    """Pipeline metrics below their set's declared minimum (a missing metric fails too)."""
+    out = []
+    for result in results:
+        metrics = result.configs[PIPELINE].metrics
+        for metric, minimum in thresholds.for_set(result.name).items():
+            value = metrics.get(metric)
+            if value is None or value < minimum:
+                out.append(Failure(result.name, metric, value, minimum))
+    return out
+
+
+def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration], progress: Progress | None = None) -> list[SetResult]:
+    """Every question of every set through every configuration (questions outer, so load noise
+    falls on all configurations alike)."""
+    total = sum(len(s.questions) for s in sets) * len(configs)
+    done = 0
+    results = []
+    for qset in sets:
+        records: dict[str, list[Record]] = {c.name: [] for c in configs}
+        for question in qset.questions:
+            for config in configs:
+                records[config.name].append(evaluate(config, question))
+                done += 1
+                if progress:
+                    progress(f"evaluating {qset.name}", done, total)
+        result = SetResult(qset.name, qset.description, {
+            c.name: ConfigResult(c.name, c.description, summarise(records[c.name]), records[c.name]) for c in configs
+        })
+        add_latency_ratio(result)
+        results.append(result)
+    return results
+
+
+def add_latency_ratio(result: SetResult) -> None:
+    """``latency.ratio``: the median over questions of each configuration's retrieval latency divided
+    by plain dense search's on the same question, timed back to back, so that load from other
+    processes on a shared machine falls on both sides of each ratio."""
+    reference = result.configs.get(DENSE)
+    for config in result.configs.values():
+        ratios = [mine.latency_ms / base.latency_ms for mine, base in zip(config.records, reference.records, strict=True)
+                  if base.latency_ms > 0] if reference else []
+        config.metrics["latency.ratio"] = round(statistics.median(ratios), 3) if ratios else None
+
+
+def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
+    """The abstention threshold derived from the pipeline's top scores on the dev set(s)
+    (sets named ``*dev``; every set when none is), by :func:`eval.calibration.derive_threshold`."""
+    chosen = [r for r in results if r.name.endswith("dev")] or list(results)
+    records = [x for r in chosen for x in r.configs[PIPELINE].records]
+    in_scope = [x.top_score for x in records if x.kind == "in_scope"]
+    out_of_scope = [x.top_score for x in records if x.kind == "out_of_scope"]
+    if not in_scope or not out_of_scope:
+        return None
+    return {"sets": [r.name for r in chosen], "rule": "midpoint between the highest out-of-scope top score and the "
+            f"in-scope top score below which at most {MAX_REFUSED:.0%} fall (just above the former if they overlap)",
+            **asdict(derive_threshold(in_scope, out_of_scope))}
+
+
+# -- configurations --------------------------------------------------------------------------
+class CachedEmbedder:
+    """An embedder that remembers every text it encoded: the card's sentences are scored against
+    many questions, and the vectors do not change. Used for answering only, never for timed retrieval."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._vectors: dict[str, np.ndarray] = {}
+
+    @property
+    def dimension(self) -> int:
+        return self._inner.dimension
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self._inner.encode(missing, batch_size), strict=True))
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._vectors[t] for t in texts])
+
+
+def pipeline_config(service: PersonaService, answering: PersonaService, generator: str) -> Configuration:
+    """The service as users call it: ``service`` retrieves (timed), ``answering`` answers (cached vectors)."""
+    return Configuration(
+        name=PIPELINE,
+        description="the project's retrieval and answering (PersonaService.retrieve / ask)",
+        retrieve=lambda q: service.retrieve(q.question, q.persona, RANK_DEPTH),
+        answer=lambda q, info, hits: answering.ask(q.question, q.persona, generator=generator),
+        known_ids=_known_ids(service.store),
+    )
+
+
+def dense_config(name: str, description: str, service: PersonaService, answering: PersonaService, store: Store,
+                 infos: dict[str, PersonaInfo], generator: str, item_ids: bool) -> Configuration:
+    """Plain dense search over ``store``; the same generator answers from the top ``default_k``."""
+    make = answering.generators[generator]
+
+    def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
+        info = infos[q.persona]
+        return info, to_hits(store.query(info.slug, service.embed_query(q.question), RANK_DEPTH))
+
+    def answer(q: Question, info: PersonaInfo, hits: list[Hit]) -> Answer:
+        return make(answering, info, q.question, hits[:service.settings.default_k])
+
+    return Configuration(name, description, retrieve, answer, _known_ids(store), item_ids=item_ids)
+
+
+def _known_ids(store: Store) -> Callable[[str], set[str]]:
+    cache: dict[str, set[str]] = {}
+
+    def known(slug: str) -> set[str]:
+        if slug not in cache:
+            cache[slug] = {c.id for c in store.chunks(slug)}
+        return cache[slug]
+
+    return known
+
+
+@contextlib.contextmanager
+def configurations(settings: Settings, personas: Sequence[str], generator: str, use_index: bool,
+                   embedder: Embedder | None = None,
+                   progress: Progress | None = None) -> Iterator[list[Configuration]]:
+    """The pipeline and the baselines, on temporary indexes that are removed afterwards.
+
+    With ``use_index`` the pipeline reads the index of ``settings`` as it is; otherwise the seed
+    cards (``settings.seeds_dir``) are ingested into a temporary one. Baselines are always built
+    from the seed cards into a temporary index.
+    """
+    from ingest.cards import find_cards, load_card
+    from ingest.indexer import ingest
+
+    _one_thread()
+    embedder = embedder or create_embedder(settings.model)
+    with tempfile.TemporaryDirectory(prefix="persona-eval-", ignore_cleanup_errors=True) as tmp:
+        if not use_index:
+            settings = settings.model_copy(update={"data_dir": Path(tmp) / "pipeline", "chroma_url": None})
+            ingest([settings.seeds_dir], Store(settings), embedder, settings.model, settings.embed_batch_size, progress)
+        service = PersonaService(settings, embedder=embedder)
+        answering = PersonaService(settings, embedder=CachedEmbedder(embedder), store=service.store)
+        if generator not in answering.generators:
+            raise GeneratorUnavailable(f"unknown generator {generator!r}; available: {', '.join(sorted(service.generators))}")
+        cards = {card.slug: card for card in map(load_card, find_cards([settings.seeds_dir]))}
+        for slug in personas:
+            service.persona(slug)  # raises UnknownPersona when the index lacks it
+            if slug not in cards:
+                raise PersonaError(f"no card for persona {slug!r} in {settings.seeds_dir}: the baselines need it")
+        base_store = Store(settings.model_copy(update={"data_dir": Path(tmp) / "baselines", "chroma_url": None}))
+        own = {slug: service.persona(slug) for slug in personas}
+        configs = [pipeline_config(service, answering, generator),
+                   dense_config(DENSE, "plain dense search over the pipeline's chunks (the latency reference)",
+                                service, answering, service.store, own, generator, item_ids=True)]
+        for n, baseline in enumerate(BASELINES, start=1):
+            infos = {slug: publish_baseline(baseline, cards[slug], own[slug], base_store, embedder, settings.model)
+                     for slug in personas}
+            configs.append(dense_config(baseline.name, baseline.description, service, answering, base_store, infos,
+                                        generator, item_ids=False))
+            if progress:
+                progress("building baselines", n, len(BASELINES))
+        yield configs
+
+
+def _one_thread() -> None:
+    """Run torch on one thread: on a shared machine several threads per process oversubscribe the
+    cores and make per-query latency ten times worse and erratic, which would hide the ratios the
+    report compares."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def report_data(results: Sequence[SetResult], settings: Settings, generator: str, thresholds: Thresholds,
+                failed: Sequence[Failure]) -> dict[str, Any]:
+    """Everything the run measured, as plain JSON-ready data."""
+    return {
+        "settings": {"model": settings.model, "min_score": settings.min_score, "default_k": settings.default_k,
+                     "generator": generator, "support_threshold": SUPPORT_THRESHOLD, "rank_depth": RANK_DEPTH},
+        "sets": [{"name": r.name, "description": r.description, "configs": {
+            name: {"description": c.description, "metrics": c.metrics, "records": [asdict(x) for x in c.records]}
+            for name, c in r.configs.items()}} for r in results],
+        "calibration": calibrate(results),
+        "thresholds": {r.name: thresholds.for_set(r.name) for r in results},
+        "failures": [asdict(f) for f in failed],
+    }

@@ -1,0 +1,117 @@
+"""Question sets and the thresholds declared with them: YAML in, validated pydantic models out.
+
+A set file holds ``name``, ``description`` and ``questions``; each question has an ``id``, the
+user's ``question``, the ``persona`` slug, a ``kind`` (``in_scope``, ``out_of_scope`` or
+``adversarial``) and its ``gold`` answer location: card headings verbatim and, where one item is
+the answer, chunk ids. Thresholds live in one YAML file keyed by set name (``default`` for sets
+it does not name); each is the minimum a pipeline metric must reach.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from retrieval.errors import PersonaError
+
+Kind = Literal["in_scope", "out_of_scope", "adversarial"]
+SETS_DIR = Path(__file__).resolve().parent / "sets"
+THRESHOLDS_FILE = Path(__file__).resolve().parent / "thresholds.yaml"
+
+
+class InvalidEvalFile(PersonaError):
+    """A question set or thresholds file that cannot be read or does not match its schema."""
+
+
+class Gold(BaseModel):
+    """Where the answer lives: section headings verbatim and, optionally, item chunk ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sections: list[str] = Field(default_factory=list)
+    ids: list[str] = Field(default_factory=list)
+
+
+class Question(BaseModel):
+    """One question, asked the way a user asks it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    question: str = Field(min_length=1, max_length=2000)
+    persona: str = Field(min_length=1)
+    kind: Kind
+    gold: Gold = Field(default_factory=Gold)
+
+    @model_validator(mode="after")
+    def in_scope_has_gold(self) -> Question:
+        if self.kind == "in_scope" and not self.gold.sections:
+            raise ValueError(f"in_scope question {self.id!r} needs at least one gold section")
+        return self
+
+
+class QuestionSet(BaseModel):
+    """A named list of questions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    questions: list[Question] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def unique_ids(self) -> QuestionSet:
+        seen: set[str] = set()
+        for q in self.questions:
+            if q.id in seen:
+                raise ValueError(f"question id {q.id!r} is used twice")
+            seen.add(q.id)
+        return self
+
+
+class Thresholds(BaseModel):
+    """Minimum values of pipeline metrics, per set name; ``default`` applies to unnamed sets."""
+
+    sets: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def for_set(self, name: str) -> dict[str, float]:
+        return self.sets.get(name, self.sets.get("default", {}))
+
+
+def _read_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidEvalFile(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise InvalidEvalFile(f"{path} is not valid YAML: {exc}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    return f"{where}: {error['msg']}"
+
+
+def load_set(path: Path) -> QuestionSet:
+    """A validated question set; a bad file raises :class:`InvalidEvalFile` naming file and field."""
+    try:
+        return QuestionSet.model_validate(_read_yaml(path))
+    except ValidationError as exc:
+        raise InvalidEvalFile(f"question set {path}: {_first_error(exc)}") from exc
+
+
+def load_thresholds(path: Path) -> Thresholds:
+    """Thresholds from YAML (``{set name: {metric: minimum}}``)."""
+    try:
+        return Thresholds(sets=_read_yaml(path) or {})
+    except ValidationError as exc:
+        raise InvalidEvalFile(f"thresholds {path}: {_first_error(exc)}") from exc
+
+
+def default_sets() -> list[Path]:
+    """The question sets shipped in ``eval/sets``, dev before test."""
+    return sorted(SETS_DIR.glob("*.yaml"), key=lambda p: (not p.stem.endswith("dev"), p.name))
