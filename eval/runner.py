@@ -110,8 +110,9 @@ class Failure:
     minimum: float
 
     def line(self) -> str:
-        shown = "n/a" if self.value is None else f"{self.value:.3f}"
-        return f"{self.set}: {self.metric} = {shown} is below the threshold {self.minimum:.3f}"
+        if self.value is None:
+            return f"{self.set}: {self.metric} is not a metric (threshold {self.minimum:.3f})"
+        return f"{self.set}: {self.metric} = {self.value:.3f} is below the threshold {self.minimum:.3f}"
 
 
 # -- one question ----------------------------------------------------------------------------
@@ -168,13 +169,14 @@ def summarise(records: Sequence[Record]) -> dict[str, float | None]:
 
 
 def failures(results: Sequence[SetResult], thresholds: Thresholds) -> list[Failure]:
-    """Pipeline metrics below their set's declared minimum (a missing metric fails too)."""
+    """Pipeline metrics below their set's declared minimum. A metric the set cannot measure (n/a:
+    no question of that kind) is not checked; a name that is no metric at all fails."""
     out = []
     for result in results:
         metrics = result.configs[PIPELINE].metrics
         for metric, minimum in thresholds.for_set(result.name).items():
             value = metrics.get(metric)
-            if value is None or value < minimum:
+            if metric not in metrics or (value is not None and value < minimum):
                 out.append(Failure(result.name, metric, value, minimum))
     return out
 
