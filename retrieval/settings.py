@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import (
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")
     llm_api_key: str | None = Field(None, description="API key for the OpenAI-compatible server.")
     embed_batch_size: int = Field(64, ge=1, le=4096, description="Texts per embedding batch at ingest.")
+    embedder: Literal["auto", "onnx", "sentence-transformers"] = Field(
+        "auto", description="auto: the ONNX export under <data_dir>/models when present, else sentence-transformers."
+    )
+    embed_threads: int | None = Field(None, ge=1, le=256, description="onnxruntime threads (default: the cores).")
 
     @classmethod
     def settings_customise_sources(
@@ -54,6 +58,11 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where model exports (ONNX) live."""
+        return self.data_dir / "models"
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show (no secrets)."""
