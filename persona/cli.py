@@ -173,8 +173,8 @@ def bench_command(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Work folder (default: a temporary one).")] = None,
     cards: Annotated[int, typer.Option(help="Synthetic cards for the ingest benchmark (0 skips it).")] = 200,
     requests: Annotated[int, typer.Option(help="HTTP requests per concurrency level.")] = 400,
-    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (default 1 4 16 32).")] = None,
-    scale_out: Annotated[bool, typer.Option("--scale-out/--no-scale-out", help="1 vs 2 workers on a Chroma server.")] = True,
+    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (1 4 16 32).")] = None,
+    scale_out: Annotated[bool, typer.Option(help="Also 1 vs 2 workers on a Chroma server.")] = True,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON results file.")] = Path("bench.json"),
 ) -> None:
     """Benchmark the floor, HTTP latency under load, cold start, memory and ingest; print a table."""

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,8 @@ class OnnxEmbedder:
                         options.intra_op_num_threads = self.threads
                         options.inter_op_num_threads = 1
                         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+                        # idle threads sleep instead of spinning: the cores are shared with the server
+                        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                         self._session = onnxruntime.InferenceSession(
                             str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
                         self._tokenizer = tokenizer
@@ -270,6 +273,39 @@ class BatchingEmbedder:
             jobs.append(job)
             size += len(job.texts)
         return jobs
+
+
+class CachedEmbedder:
+    """Remembers the vectors of the last ``size`` distinct texts (a question asked again, the card's
+    sentences scored against every question); only texts not seen recently reach ``inner``."""
+
+    def __init__(self, inner: Embedder, size: int = 8192) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        with self._lock:
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for text in found:
+                self._vectors.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            fresh = self.inner.encode(missing, batch_size)
+            found.update(zip(missing, fresh, strict=True))
+            with self._lock:
+                self._vectors.update(zip(missing, fresh, strict=True))
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
 
 
 def onnx_folder(models_dir: Path, model: str) -> Path:

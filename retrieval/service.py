@@ -10,7 +10,7 @@ import numpy as np
 
 from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
-from retrieval.embedder import BatchingEmbedder, Embedder, embedder_for
+from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
 from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
 from retrieval.search import to_hits
 from retrieval.settings import Settings
@@ -40,7 +40,7 @@ class PersonaService:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    self._embedder = BatchingEmbedder(embedder_for(self.settings))
+                    self._embedder = CachedEmbedder(BatchingEmbedder(embedder_for(self.settings)))
         return self._embedder
 
     @property

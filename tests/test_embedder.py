@@ -17,6 +17,7 @@ from ingest.cards import load_card
 from ingest.chunking import chunk_card
 from retrieval.embedder import (
     BatchingEmbedder,
+    CachedEmbedder,
     OnnxEmbedder,
     SentenceTransformerEmbedder,
     create_embedder,
@@ -149,7 +150,7 @@ def test_serving_with_onnx_never_imports_torch(models_dir: Path, tmp_path: Path)
         with TestClient(create_app(settings)) as client:
             answer = client.post("/v1/ask", json={{"question": "How much pipeline do I need?"}}).json()
             assert answer["citations"], answer
-            print("embedder", type(client.app.state.service.embedder.inner).__name__)
+            print("embedder", type(client.app.state.service.embedder.inner.inner).__name__)
         print("torch loaded", "torch" in sys.modules, "sentence_transformers" in sys.modules)
     """)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -159,3 +160,26 @@ def test_serving_with_onnx_never_imports_torch(models_dir: Path, tmp_path: Path)
     assert "embedder OnnxEmbedder" in done.stdout
     assert "torch loaded False False" in done.stdout
     assert "unchanged" in done.stderr
+
+
+def test_cache_embeds_only_texts_not_seen_recently(onnx: OnnxEmbedder) -> None:
+    calls: list[list[str]] = []
+
+    class Counting:
+        name, dimension = onnx.name, onnx.dimension
+
+        def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+            calls.append(list(texts))
+            return onnx.encode(texts, batch_size)
+
+    cached = CachedEmbedder(Counting(), size=3)
+    first = cached.encode(["a quota", "pipeline", "a quota"])
+    assert calls == [["a quota", "pipeline"]]
+    again = cached.encode(["pipeline", "forecast", "a quota"])
+    assert calls[-1] == ["forecast"]
+    assert np.allclose(again[0], first[1]) and np.allclose(again[2], first[0])
+    cached.encode(["coaching"])  # evicts the least recently used ("pipeline")
+    cached.encode(["pipeline", "a quota"])
+    assert calls[-1] == ["pipeline"]
+    assert cosines(cached.encode(["forecast"]), onnx.encode(["forecast"]))[0] >= 0.9999
+    assert cached.encode([]).shape == (0, 384)
