@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from eval.bench import bench_questions
 from ingest.cards import load_card
 from ingest.chunking import chunk_card
 from retrieval.embedder import (
@@ -29,13 +29,6 @@ from retrieval.settings import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "sales-manager.yaml"
-
-
-def questions() -> list[str]:
-    found = []
-    for path in sorted((ROOT / "eval" / "sets").glob("*.yaml")):
-        found += [q["question"] for q in yaml.safe_load(path.read_text())["questions"]]
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +61,7 @@ def test_onnx_matches_sentence_transformers_on_the_seed(onnx: OnnxEmbedder,
 
 def test_onnx_matches_sentence_transformers_on_questions_one_at_a_time(
         onnx: OnnxEmbedder, embedder: SentenceTransformerEmbedder) -> None:
-    asked = questions()
+    asked = bench_questions()
     assert len(asked) > 100
     one_by_one = np.stack([onnx.encode([q])[0] for q in asked])
     assert cosines(embedder.encode(asked), one_by_one).min() >= 0.9999
@@ -90,7 +83,7 @@ def test_backend_choice(models_dir: Path, tmp_path: Path) -> None:
 
 def test_batching_gives_each_caller_its_own_rows(onnx: OnnxEmbedder) -> None:
     batching = BatchingEmbedder(onnx, max_batch=16, window_ms=5)
-    asked = questions()[:48]
+    asked = bench_questions()[:48]
     expected = onnx.encode(asked)
     got: dict[int, np.ndarray] = {}
     start = threading.Barrier(len(asked))
