@@ -109,7 +109,7 @@ def floor(embedder: Embedder, store: Store, questions: Sequence[str], n: int) ->
 async def _load(base: str, path: str, questions: Sequence[str], concurrency: int, total: int) -> dict[str, Any]:
     """``total`` requests from ``concurrency`` clients; every query text is new to the server's cache."""
     key = "query" if path == "/v1/retrieve" else "question"
-    bodies = [{key: f"{questions[i % len(questions)]} #{key[0]}{concurrency}-{i}"} for i in range(total + concurrency)]
+    bodies = [{key: f"{questions[i % len(questions)]} #{path[4]}{concurrency}-{i}"} for i in range(total + concurrency)]
     latencies: list[float] = []
     errors = 0
     counter = iter(range(total))
@@ -253,7 +253,8 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
     env = {"HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "PERSONA_DATA_DIR": str(settings.data_dir),
            "PERSONA_SEEDS_DIR": str(settings.seeds_dir), "PYTHONPATH": str(ROOT)}
     env = {**os.environ, **env}
-    results: dict[str, Any] = {"machine": {"cores": cpu_count(), "python": sys.version.split()[0]},
+    results: dict[str, Any] = {"machine": {"cores": cpu_count(), "python": sys.version.split()[0],
+                                           "load_average_at_start": os.getloadavg()},
                                "options": {k: str(v) for k, v in vars(options).items()}}
 
     log("preparing: ONNX export and the seed index ...")
@@ -295,6 +296,7 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
         log("scale-out: 1 vs 2 uvicorn workers on one Chroma server ...")
         results["scale_out"] = scale_out(env, settings, onnx, questions, options.requests, work, log)
 
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     results["targets"] = check_targets(results)
     results["table"] = render(results)
     return results
@@ -338,7 +340,11 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def render(results: dict[str, Any]) -> str:
     """The results as markdown tables (pasted as-is into the README)."""
     fl = results["floor"]
-    lines = ["| measure | p50 ms | p95 ms | p99 ms | rps | errors |", "|---|---|---|---|---|---|"]
+    machine = results["machine"]
+    lines = [f"{machine['cores']} cores; load average (1, 5, 15 min) at start "
+             f"{', '.join(f'{v:.1f}' for v in machine['load_average_at_start'])}, at end "
+             f"{', '.join(f'{v:.1f}' for v in machine['load_average_at_end'])}", "",
+             "| measure | p50 ms | p95 ms | p99 ms | rps | errors |", "|---|---|---|---|---|---|"]
     for name, row in fl.items():
         lines.append(f"| floor in-process, {name} (encode {row['encode_p50']} ms + Chroma) "
                      f"| {row['p50']} | {row['p95']} | {row['p99']} | | |")
