@@ -144,9 +144,8 @@ def serve_command(
     """Serve the HTTP API (ingesting seeds/ first when the index is missing or stale)."""
     import uvicorn
 
-    from server.app import create_app
-
     from retrieval.embedder import ensure_onnx
+    from server.app import create_app
 
     settings = settings_for(data_dir)
     ensure_onnx(settings.model, settings.models_dir, settings.embedder)

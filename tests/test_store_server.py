@@ -41,6 +41,8 @@ def ingested(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_ingest_through_the_server(ingested: subprocess.CompletedProcess[str], env: dict[str, str]) -> None:
     assert ingested.returncode == 0, ingested.stderr
     assert "sales-manager:" in ingested.stderr and "embedded" in ingested.stderr
+    assert "exporting all-MiniLM-L6-v2 to ONNX" in ingested.stderr  # once, before embedding with it
+    assert (Path(env["PERSONA_DATA_DIR"]) / "models" / "all-MiniLM-L6-v2" / "model.onnx").is_file()
     again = subprocess.run([*PERSONA, "personas", "--json"], env=env, capture_output=True, text=True, timeout=300,
                            cwd=ROOT)
     assert again.returncode == 0 and '"slug": "sales-manager"' in again.stdout
