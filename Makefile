@@ -28,3 +28,7 @@ eval: install
 
 clean:
 	rm -rf $(VENV) .persona .pytest_cache
+
+# BENCH_ARGS="--cards 20 --requests 200" for a quick run; see README "Benchmarks"
+bench: install
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona bench --output bench.json $(BENCH_ARGS)

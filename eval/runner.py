@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from eval.baselines import BASELINES, publish_baseline
 from eval.calibration import MAX_REFUSED, derive_threshold
@@ -32,7 +31,7 @@ from eval.metrics import (
     ranking_scores,
 )
 from eval.sets import Question, QuestionSet, Thresholds
-from retrieval.embedder import Embedder, create_embedder
+from retrieval.embedder import CachedEmbedder, Embedder, create_embedder
 from retrieval.errors import GeneratorUnavailable, PersonaError
 from retrieval.search import to_hits
 from retrieval.service import PersonaService
@@ -229,28 +228,6 @@ def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
 
 
 # -- configurations --------------------------------------------------------------------------
-class CachedEmbedder:
-    """An embedder that remembers every text it encoded: the card's sentences are scored against
-    many questions, and the vectors do not change. Used for answering only, never for timed retrieval."""
-
-    def __init__(self, inner: Embedder) -> None:
-        self.name = inner.name
-        self._inner = inner
-        self._vectors: dict[str, np.ndarray] = {}
-
-    @property
-    def dimension(self) -> int:
-        return self._inner.dimension
-
-    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self._inner.encode(missing, batch_size), strict=True))
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([self._vectors[t] for t in texts])
-
-
 def pipeline_config(service: PersonaService, answering: PersonaService, generator: str) -> Configuration:
     """The service as users call it: ``service`` retrieves (timed), ``answering`` answers (cached vectors)."""
     return Configuration(

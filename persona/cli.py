@@ -40,8 +40,10 @@ def settings_for(data_dir: Path | None = None, **overrides: object) -> Settings:
 def run_ingest(settings: Settings, paths: list[Path]) -> None:
     """Ingest cards with a progress bar on the terminal."""
     from ingest.indexer import ingest
-    from retrieval.embedder import create_embedder
+    from retrieval.embedder import embedder_for, ensure_onnx
     from retrieval.store import Store, exclusive
+
+    ensure_onnx(settings.model, settings.models_dir, settings.embedder)
 
     with exclusive(settings), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                        TimeElapsedColumn(), console=err, transient=True) as bar:
@@ -52,7 +54,7 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
 
-        report = ingest(paths, Store(settings), create_embedder(settings.model), settings.model,
+        report = ingest(paths, Store(settings), embedder_for(settings), settings.model,
                         batch_size=settings.embed_batch_size, progress=progress)
     for change in report.changes:
         err.print(change.summary(), highlight=False)
@@ -144,9 +146,11 @@ def serve_command(
     """Serve the HTTP API (ingesting seeds/ first when the index is missing or stale)."""
     import uvicorn
 
+    from retrieval.embedder import ensure_onnx
     from server.app import create_app
 
     settings = settings_for(data_dir)
+    ensure_onnx(settings.model, settings.models_dir, settings.embedder)
     if ingest_seeds and settings.seeds_dir.exists():
         run_ingest(settings, [settings.seeds_dir])
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
@@ -209,6 +213,39 @@ def eval_command(
         err.print(f"FAILED {failure.line()}", highlight=False, markup=False)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("export-onnx")
+def export_onnx_command(
+    data_dir: DataDir = None,
+    model: Annotated[str | None, typer.Option(help="Model name or folder (default $PERSONA_MODEL).")] = None,
+) -> None:
+    """Export the embedding model to ONNX for serving (ingest and serve do it when missing)."""
+    from retrieval.embedder import ensure_onnx
+
+    settings = settings_for(data_dir, model=model)
+    folder = ensure_onnx(settings.model, settings.models_dir, "onnx")
+    err.print(f"ONNX export of {settings.model}: {folder}", highlight=False)
+
+
+@app.command("bench")
+def bench_command(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Work folder (default: a temporary one).")] = None,
+    cards: Annotated[int, typer.Option(help="Synthetic cards for the ingest benchmark (0 skips it).")] = 200,
+    requests: Annotated[int, typer.Option(help="HTTP requests per concurrency level.")] = 400,
+    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (1 4 16 32).")] = None,
+    scale_out: Annotated[bool, typer.Option(help="Also 1 vs 2 workers on a Chroma server.")] = True,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON results file.")] = Path("bench.json"),
+) -> None:
+    """Benchmark the floor, HTTP latency under load, cold start, memory and ingest; print a table."""
+    from eval.bench import BenchOptions, run_bench
+
+    options = BenchOptions(cards=cards, requests=requests, concurrency=concurrency or [1, 4, 16, 32],
+                           scale_out=scale_out, work_dir=data_dir)
+    report = run_bench(options, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
+    output.write_text(json.dumps(report, indent=2))
+    out.print(report["table"], highlight=False, markup=False, soft_wrap=True)
+    err.print(f"results written to {output}", highlight=False)
 
 
 def main() -> None:

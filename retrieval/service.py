@@ -11,7 +11,7 @@ import numpy as np
 from retrieval import llm
 from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
-from retrieval.embedder import Embedder, create_embedder
+from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
 from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
 from retrieval.search import CANDIDATES, KeywordIndex, hybrid_hits
 from retrieval.settings import Settings
@@ -47,7 +47,7 @@ class PersonaService:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    self._embedder = create_embedder(self.settings.model)
+                    self._embedder = CachedEmbedder(BatchingEmbedder(embedder_for(self.settings)))
         return self._embedder
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
+    embedder: Literal["auto", "onnx", "sentence-transformers"] = Field(
+        "auto", description="auto: the ONNX export under <data_dir>/models when present, else sentence-transformers."
+    )
+    embed_threads: int | None = Field(None, ge=1, le=256, description="onnxruntime threads (default: the cores).")
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -103,6 +107,11 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where model exports (ONNX) live."""
+        return self.data_dir / "models"
 
     def public(self) -> dict[str, Any]:
         """Settings safe to show (no secrets)."""

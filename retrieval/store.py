@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 REGISTRY = "persona_registry"
 WRITE_BATCH = 500
+POINTER_TTL = 1.0  # seconds a registry read is reused by the query path (ingest always reads afresh)
 _UNIT = [1.0]  # registry records carry a placeholder vector; they are looked up by id only
 
 
@@ -74,6 +75,8 @@ class Store:
         self._client = None
         self._lock = threading.Lock()
         self._collections: dict[str, Any] = {}
+        self._counts: dict[str, int] = {}  # published collections never change, nor do their sizes
+        self._recent: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     # -- connection ---------------------------------------------------------------------------
     @property
@@ -139,13 +142,25 @@ class Store:
             raise IndexUnavailable(f"cannot read the index at {self.location}: {exc}") from exc
         return {pid: dict(meta or {}) for pid, meta in zip(got["ids"], got["metadatas"] or [], strict=False)}
 
+    def _live_pointers(self, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """The registry for the query path: one read serves the queries of the next ``POINTER_TTL`` s.
+
+        This store's own writes clear it; another process's publish is seen within the TTL, and a
+        query that meets a collection dropped meanwhile retries with a fresh read.
+        """
+        recent = self._recent
+        if fresh or recent is None or time.monotonic() - recent[0] > POINTER_TTL:
+            recent = (time.monotonic(), self._pointers())
+            self._recent = recent
+        return recent[1]
+
     def personas(self) -> list[PersonaInfo]:
         """Every published persona, sorted by slug."""
-        pointers = self._pointers()
+        pointers = self._live_pointers()
         return [PersonaInfo.from_dict(json.loads(p["info"])) for _, p in sorted(pointers.items())]
 
     def persona(self, slug: str) -> PersonaInfo | None:
-        pointer = self._pointers([slug]).get(slug)
+        pointer = self._live_pointers().get(slug)
         return PersonaInfo.from_dict(json.loads(pointer["info"])) if pointer else None
 
     def pointer(self, slug: str) -> dict[str, Any] | None:
@@ -178,18 +193,21 @@ class Store:
         if sections:
             where = {"section": {"$in": list(sections)}} if len(sections) > 1 else {"section": sections[0]}
         for attempt in (1, 2):
-            pointer = self.pointer(slug)
+            pointer = self._live_pointers(fresh=attempt == 2).get(slug)
             if not pointer:
                 raise InvalidQuery(f"persona {slug!r} is not indexed")
+            name = pointer["collection"]
             try:
-                collection = self._collection(pointer["collection"])
-                count = collection.count()
+                collection = self._collection(name)
+                if name not in self._counts:
+                    self._counts[name] = collection.count()
                 got = collection.query(query_embeddings=vectors.astype(np.float32).tolist(),
-                                       n_results=max(1, min(k, count)), where=where,
+                                       n_results=max(1, min(k, self._counts[name])), where=where,
                                        include=["metadatas", "distances"])
                 break
             except Exception as exc:  # the collection was swapped between pointer read and query
-                self._collections.pop(pointer["collection"], None)
+                self._collections.pop(name, None)
+                self._counts.pop(name, None)
                 if attempt == 2:
                     raise IndexUnavailable(f"cannot query the index at {self.location}: {exc}") from exc
         results = []
@@ -224,6 +242,7 @@ class Store:
                 ids=[info.slug], embeddings=[_UNIT], documents=[info.slug],
                 metadatas=[{"collection": name, "model": model, "info": json.dumps(info.to_dict())}],
             )
+            self._recent = None
         except Exception as exc:
             self._drop(name)
             raise IndexUnavailable(f"cannot write persona {info.slug!r} to {self.location}: {exc}") from exc
@@ -255,7 +274,9 @@ class Store:
             yield item if isinstance(item, str) else item.name
 
     def _drop(self, name: str) -> None:
+        self._recent = None
         self._collections.pop(name, None)
+        self._counts.pop(name, None)
         try:
             self.client.delete_collection(name)
         except Exception as exc:  # already gone, or the server is down: the sweep retries later
