@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 serve: install
-	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona serve --host $(HOST) --port $(PORT)
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False MALLOC_ARENA_MAX=2 $(BIN)/persona serve --host $(HOST) --port $(PORT)
 
 test: install
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m pytest

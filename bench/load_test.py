@@ -27,6 +27,7 @@ import httpx
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}  # as `make serve` runs it: fewer glibc arenas for the worker threads
 QUESTIONS = [
     "How much pipeline do I need to hit my quota?",
     "What does OTE mean?",
@@ -55,7 +56,7 @@ def free_port() -> int:
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "PERSONA_DATA_DIR": str(data_dir),
-           "PERSONA_SEEDS_DIR": str(ROOT / "seeds"), "PERSONA_RATE_LIMIT": "off"}
+           "PERSONA_SEEDS_DIR": str(ROOT / "seeds"), "PERSONA_RATE_LIMIT": "off", **SERVER_ENV}
     return subprocess.Popen([sys.executable, "-m", "persona", "serve", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
