@@ -12,6 +12,7 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,14 +132,18 @@ class LlamaServer:
         with free_socket() as sock:
             self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/v1"
+        # Its log goes to a file: llama.cpp and uvicorn write enough to fill a pipe nobody reads,
+        # which would block the server.
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "4096", "--chat_format", "gemma", "--verbose", "False"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {self.process.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited: {self.log.read().decode()[-2000:]}")
             try:
                 if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
                     return

@@ -69,12 +69,15 @@ def test_two_api_workers_answer_from_one_chroma_server(ingested: subprocess.Comp
     assert len(hits) == 3 and all(h["persona"] == "sales-manager" for h in hits)
 
 
-def test_an_unreachable_chroma_server_stops_start_up_with_a_clear_error(tmp_path: Path) -> None:
+def test_an_unreachable_chroma_server_is_reported_by_healthz(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from retrieval.settings import Settings
     from server.app import create_app
 
-    settings = Settings(data_dir=tmp_path, chroma_url=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(Exception, match="cannot open the index"), TestClient(create_app(settings)):
-        pass
+    settings = Settings(data_dir=tmp_path, chroma_url=f"http://127.0.0.1:{free_port()}", rate_limit=None)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert "cannot open the index" in health.json()["checks"]["index"]
+        assert client.post("/v1/ask", json={"question": "forecast?"}).status_code == 503
