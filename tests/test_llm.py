@@ -9,6 +9,7 @@ is made to produce it with a GBNF grammar (sent through ``PERSONA_LLM_EXTRA_BODY
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -138,7 +139,9 @@ class LlamaServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "4096", "--chat_format", "gemma", "--verbose", "False"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT,
+            # llama_cpp.server's settings read PORT and HOST from the environment over its flags.
+            env={k: v for k, v in os.environ.items() if k not in {"PORT", "HOST"}})
         deadline = time.monotonic() + 180
         while True:
             if self.process.poll() is not None:
