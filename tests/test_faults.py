@@ -165,7 +165,8 @@ def wait_for_publish_start(process: subprocess.Popen, folder: Path, quiet: float
 
 def test_ingest_killed_midway_leaves_a_consistent_index(tmp_path: Path) -> None:
     data_dir = tmp_path / "index"
-    cards = {tag: versioned_card(tmp_path / f"{tag}.yaml", tag) for tag in ("alpha", "beta")}
+    # Large enough (840 passages) that embedding and writing take seconds even on the fast ONNX path.
+    cards = {tag: versioned_card(tmp_path / f"{tag}.yaml", tag, sections=40, items=20) for tag in ("alpha", "beta")}
     first = start_ingest(cards["alpha"], data_dir)
     assert first.wait(timeout=600) == 0, first.stderr.read() if first.stderr else ""
     assert assert_one_complete_version(index_state(data_dir)) == "alpha"
