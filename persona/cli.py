@@ -154,7 +154,8 @@ def serve_command(
     if ingest_seeds and settings.seeds_dir.exists():
         run_ingest(settings, [settings.seeds_dir])
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False,
+                timeout_keep_alive=settings.keep_alive_seconds)
 
 
 @app.command("mcp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +42,11 @@ class PersonaService:
         llm.register(self.generators, self.streamers)
         self._keywords: dict[str, tuple[str, KeywordIndex]] = {}
         self._keywords_lock = threading.Lock()
+        # CPU-bound work (search, composing an extractive answer) runs at most this many requests at
+        # once: the others wait without fighting over the GIL, so the event loop stays responsive
+        # and the waiting requests' queries still batch in the embedder. Waits on an upstream LLM
+        # do not hold a slot.
+        self._compute = threading.BoundedSemaphore(settings.compute_slots or 2 * (os.cpu_count() or 1))
 
     @property
     def embedder(self) -> Embedder:
@@ -87,8 +93,9 @@ class PersonaService:
             raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {k}")
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
-        matches = self.store.query(info.slug, self.embed_query(query), max(k, CANDIDATES), wanted)
-        return info, hybrid_hits(matches, self.keyword_index(info), query, k, wanted)
+        with self._compute:
+            matches = self.store.query(info.slug, self.embed_query(query), max(k, CANDIDATES), wanted)
+            return info, hybrid_hits(matches, self.keyword_index(info), query, k, wanted)
 
     def keyword_index(self, info: PersonaInfo) -> KeywordIndex:
         """The persona's BM25 index, built on first use and rebuilt when its content changes.
@@ -155,7 +162,8 @@ class PersonaService:
 def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],
                 instructions: str = "") -> Answer:
     """The card's own sentences; there is no model to give ``instructions`` to."""
-    return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
+    with service._compute:
+        return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
 
 
 def _clean(text: str, field: str) -> str:

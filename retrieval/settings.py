@@ -69,6 +69,14 @@ class Settings(BaseSettings):
         "auto", description="auto: the ONNX export under <data_dir>/models when present, else sentence-transformers."
     )
     embed_threads: int | None = Field(None, ge=1, le=256, description="onnxruntime threads (default: the cores).")
+    compute_slots: int | None = Field(
+        None, ge=1, le=256,
+        description="Requests that search or compose an answer at once; the rest wait their turn (default: 2 x cores).",
+    )
+    keep_alive_seconds: float = Field(
+        75.0, gt=0, le=3600,
+        description="How long an idle HTTP keep-alive connection stays open (above a proxy's idle timeout).",
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
