@@ -14,6 +14,7 @@ from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
 from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
 from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
+from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.search import CANDIDATES, KeywordIndex, hybrid_hits
 from retrieval.settings import Settings
 from retrieval.store import Store
@@ -40,8 +41,8 @@ class PersonaService:
         self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
         self.streamers: dict[str, Streamer] = {}
         llm.register(self.generators, self.streamers)
-        self._keywords: dict[str, tuple[str, KeywordIndex]] = {}
-        self._keywords_lock = threading.Lock()
+        self._indexes: dict[str, tuple[str, KeywordIndex, DenseIndex | None]] = {}
+        self._indexes_lock = threading.Lock()
         # CPU-bound work (search, composing an extractive answer) runs at most this many requests at
         # once: the others wait without fighting over the GIL, so the event loop stays responsive
         # and the waiting requests' queries still batch in the embedder. Waits on an upstream LLM
@@ -94,24 +95,34 @@ class PersonaService:
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
         with self._compute:
-            matches = self.store.query(info.slug, self.embed_query(query), max(k, CANDIDATES), wanted)
-            return info, hybrid_hits(matches, self.keyword_index(info), query, k, wanted)
+            keywords, dense = self._persona_indexes(info)
+            vector = self.embed_query(query)
+            n = max(k, CANDIDATES)
+            matches = dense.search(vector, n, wanted) if dense else self.store.query(info.slug, vector, n, wanted)
+            return info, hybrid_hits(matches, keywords, query, k, wanted)
 
     def keyword_index(self, info: PersonaInfo) -> KeywordIndex:
-        """The persona's BM25 index, built on first use and rebuilt when its content changes.
+        """The persona's BM25 index (see :meth:`_persona_indexes`)."""
+        return self._persona_indexes(info)[0]
+
+    def _persona_indexes(self, info: PersonaInfo) -> tuple[KeywordIndex, DenseIndex | None]:
+        """The persona's BM25 index and in-memory vectors, loaded on first use and again when it changes.
 
         Cached by the persona's content fingerprint (it changes with every published change of
-        chunks), or by its live collection name for an index written without one.
+        chunks), or by its live collection name for an index written without one. A persona of
+        more than ``EXACT_LIMIT`` chunks keeps no vectors in memory: Chroma searches it.
         """
         key = info.fingerprint or str((self.store.pointer(info.slug) or {}).get("collection", ""))
-        cached = self._keywords.get(info.slug)
+        cached = self._indexes.get(info.slug)
         if cached is None or cached[0] != key:
-            with self._keywords_lock:
-                cached = self._keywords.get(info.slug)
+            with self._indexes_lock:
+                cached = self._indexes.get(info.slug)
                 if cached is None or cached[0] != key:
-                    cached = (key, KeywordIndex.build(self.store.chunks(info.slug)))
-                    self._keywords[info.slug] = cached
-        return cached[1]
+                    exact = info.chunks <= EXACT_LIMIT
+                    chunks = self.store.chunks(info.slug, with_embeddings=exact)
+                    cached = (key, KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None)
+                    self._indexes[info.slug] = cached
+        return cached[1], cached[2]
 
     # -- answers ------------------------------------------------------------------------------
     def ask(self, question: str, persona: str | None = None, k: int | None = None,
