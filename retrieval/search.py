@@ -49,10 +49,9 @@ def _hit(cid: str, meta: dict[str, Any], score: float, rank: int) -> Hit:
 
 @functools.lru_cache(maxsize=1)
 def _stemmer():  # noqa: ANN202 - a callable list[str] -> list[str]
-    from nltk.stem import PorterStemmer
+    import Stemmer  # PyStemmer: the Snowball stemmers in C; "english" is Porter2 (nltk's pure-Python one cost a second to import)
 
-    porter = PorterStemmer()
-    return lambda words: [porter.stem(w) for w in words]
+    return Stemmer.Stemmer("english").stemWords
 
 
 def _tokens(texts: list[str]) -> list[list[str]]:
