@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from server import errors, health, mcp_server, openai_api, page, routes, stream
+from server import errors, health, mcp_http, openai_api, page, routes, stream
 from server.middleware import install_middleware
 
 
@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
         with exclusive(settings):
             app.state.service = service or PersonaService(settings)
             await run_in_threadpool(_warm_up, app.state.service)
-            async with mcp_server.serve_http(app):
+            async with mcp_http.serve_http(app):
                 yield
 
     app = FastAPI(
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     app.include_router(stream.router)
     page.install(app)
     app.include_router(openai_api.router)
-    mcp_server.mount(app)
+    mcp_http.mount(app)
     return app
 
 

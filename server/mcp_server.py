@@ -1,8 +1,8 @@
 """The persona as an MCP server: tools, the card's sections as resources, and a system prompt.
 
 One server per :class:`PersonaService`. ``persona mcp`` serves it on stdin/stdout
-(:func:`run_stdio`); the FastAPI app mounts it over streamable HTTP at ``/mcp`` (:func:`mount`
-when the app is built, :func:`serve_http` in its lifespan), sharing ``app.state.service``.
+(:func:`run_stdio`); the FastAPI app serves it over streamable HTTP at ``/mcp`` (:func:`run_http`,
+started by :mod:`server.mcp_http` on the first request), sharing ``app.state.service``.
 
 Domain errors reach MCP clients with their message: as a tool error (``isError``) from a tool,
 as a JSON-RPC error from a resource read or a prompt.
@@ -15,6 +15,8 @@ import inspect
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
+import anyio
+import anyio.abc
 import anyio.to_thread
 from fastapi import FastAPI
 from mcp.server.mcpserver import MCPServer
@@ -32,11 +34,11 @@ from retrieval.service import MAX_K, MAX_QUERY_CHARS, PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
 from retrieval.types import Answer
+from server.mcp_http import MOUNT_PATH
 from server.schemas import AskResponse, PersonasResponse, RetrieveResponse
 
 NAME = "persona-rag"
 SCHEME = "persona://"
-MOUNT_PATH = "/mcp"
 LOCAL_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 CARD_KINDS = ("overview", "section")
 READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
@@ -181,18 +183,6 @@ def run_stdio(settings: Settings) -> None:
         build_server(service).run("stdio")
 
 
-class _Forward:
-    """The ASGI app at ``/mcp``: hands each request to the MCP app the lifespan built."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await scope["app"].state.mcp_http(scope, receive, send)
-
-
-def mount(app: FastAPI) -> None:
-    """Route ``/mcp`` (streamable HTTP) to the MCP server :func:`serve_http` runs."""
-    app.add_route(MOUNT_PATH, _Forward(), include_in_schema=False)
-
-
 def transport_security(extra_hosts: list[str]) -> TransportSecuritySettings:
     """DNS-rebinding protection: only localhost Host headers, plus ``extra_hosts`` ("*" turns it off)."""
     if "*" in extra_hosts:
@@ -202,15 +192,17 @@ def transport_security(extra_hosts: list[str]) -> TransportSecuritySettings:
                                      allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")])
 
 
-@contextlib.asynccontextmanager
-async def serve_http(app: FastAPI) -> AsyncIterator[None]:
-    """Build the MCP server on ``app.state.service`` and run it for the app's lifetime.
+async def run_http(app: FastAPI, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Build the MCP server on ``app.state.service``, publish its ASGI app, run it until cancelled.
 
     Stateless: no session lives in one process, so several API workers can serve ``/mcp``.
+    Started by :mod:`server.mcp_http` on the first request to ``/mcp``.
     """
     server = build_server(app.state.service)
     security = transport_security(app.state.settings.mcp_allowed_hosts)
-    app.state.mcp_http = server.streamable_http_app(streamable_http_path=MOUNT_PATH, stateless_http=True,
-                                                    transport_security=security)
+    http_app = server.streamable_http_app(streamable_http_path=MOUNT_PATH, stateless_http=True,
+                                          transport_security=security)
     async with server.session_manager.run():
-        yield
+        app.state.mcp_http = http_app
+        task_status.started()
+        await anyio.sleep_forever()

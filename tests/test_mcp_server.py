@@ -158,3 +158,14 @@ def test_http_mcp_checks_the_host_header(base_url: str, host: str, status: int) 
     response = httpx.post(f"{base_url}/mcp", json=initialize, headers={
         "host": host, "accept": "application/json, text/event-stream"})
     assert response.status_code == status
+
+
+def test_the_app_does_not_import_mcp_until_mcp_is_called() -> None:
+    """The mcp package costs a second of start-up: only a request to /mcp imports it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from server.app import create_app; create_app(); "
+            "print(sorted(m for m in sys.modules if m == 'mcp' or m.startswith(('mcp.', 'nltk', 'torch'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout
