@@ -3,8 +3,10 @@
 The hybrid score of a chunk is ``DENSE_WEIGHT * cosine + KEYWORD_WEIGHT * bm25 / (bm25 + KEYWORD_SATURATION)``:
 the cosine similarity (clipped to [0, 1]) plus a saturated BM25 score, so it stays in [0, 1] and
 keeps an absolute meaning (a question that shares no words with the card gets its dense score
-scaled by ``DENSE_WEIGHT``), which the abstention threshold relies on. Weights were chosen on the
-eval dev set (see README "Evaluation").
+scaled by ``DENSE_WEIGHT``), which the abstention threshold relies on. The ``Overview`` chunk (the
+card's title, aliases and summary, which share the persona's name with nearly every question) has
+its score multiplied by ``OVERVIEW_WEIGHT``, so it leads only when it is clearly the closest. Weights
+were chosen on the eval dev set (see README "Evaluation").
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from retrieval.types import Hit
 DENSE_WEIGHT = 0.8
 KEYWORD_WEIGHT = 0.2
 KEYWORD_SATURATION = 5.0  # a BM25 score of 5 counts half of KEYWORD_WEIGHT
+OVERVIEW_WEIGHT = 0.9  # the overview chunk's prior: it names the persona that most questions name too
 CANDIDATES = 50  # dense candidates fetched before fusion, whatever k is, so rankings do not depend on k
 
 
@@ -109,6 +112,8 @@ def hybrid_hits(matches: Sequence[Match], keywords: KeywordIndex, query: str, k:
         if cid not in dense and keyword[index] <= 0:
             continue
         score = DENSE_WEIGHT * dense.get(cid, floor) + KEYWORD_WEIGHT * float(keyword[index])
+        if meta.get("kind") == "overview":
+            score *= OVERVIEW_WEIGHT
         fused.append((score, cid, meta))
     fused.sort(key=lambda item: -item[0])
     return [_hit(cid, meta, score, rank) for rank, (score, cid, meta) in enumerate(fused[:k], start=1)]

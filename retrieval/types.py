@@ -13,7 +13,7 @@ class Chunk:
     """One retrievable passage of a card.
 
     ``text`` is the card's own markdown (whitespace normalised), shown and quoted;
-    ``embed_text`` carries its context ("Sales Manager > Guiding Principles > ...") and is embedded.
+    ``embed_text`` carries its context ("As a Sales Manager, Guiding Principles > ...") and is embedded.
     """
 
     id: str

@@ -68,7 +68,7 @@ def test_overview_carries_title_aliases_summary_related_and_sources() -> None:
 
 def test_embedded_text_carries_context_and_shown_text_is_the_cards_markdown() -> None:
     chunk = chunks_by_id()["sales-manager/guiding-principles/inspect-what-you-expect"]
-    assert chunk.embed_text.startswith("Sales Manager > Guiding Principles > Inspect what you expect: ")
+    assert chunk.embed_text.startswith("As a Sales Manager, Guiding Principles > Inspect what you expect: ")
     assert chunk.text == ("**Inspect what you expect.** Reps do what's measured and reviewed; a process and "
                           "pipeline that aren't inspected decay into wishful thinking.")
 

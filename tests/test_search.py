@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ingest.indexer import ingest
-from retrieval.search import DENSE_WEIGHT, KEYWORD_WEIGHT, KeywordIndex, hybrid_hits
+from retrieval.search import DENSE_WEIGHT, KEYWORD_WEIGHT, OVERVIEW_WEIGHT, KeywordIndex, hybrid_hits
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import Match, StoredChunk, Store
@@ -44,6 +44,16 @@ def test_hybrid_fuses_dense_and_keyword_scores() -> None:
     ranked = sorted(hits.values(), key=lambda h: h.rank)
     assert [h.rank for h in ranked] == [1, 2, 3] and [h.score for h in ranked] == sorted(hits[i].score for i in hits)[::-1]
     assert [h.id for h in hybrid_hits(dense, index, "on-target earnings", k=3, sections=["Ethics"])] == ["p/c"]
+
+
+def test_overview_chunk_is_weighted_down() -> None:
+    overview = StoredChunk("p/overview", {**_meta("Overview", "Sales Manager (also: Head of Sales)."), "kind": "overview"})
+    chunks = [*CHUNKS, overview]
+    index = KeywordIndex.build(chunks)
+    dense = [Match("p/overview", overview.metadata, 0.4), Match("p/b", CHUNKS[1].metadata, 0.4)]  # equal cosines
+    hits = hybrid_hits(dense, index, "zzz", k=2)
+    assert [h.id for h in hits] == ["p/b", "p/overview"]
+    assert hits[1].score == pytest.approx(OVERVIEW_WEIGHT * DENSE_WEIGHT * 0.6)
 
 
 def test_retrieve_ranks_the_vocabulary_item_first_with_unit_scores(service: PersonaService) -> None:
