@@ -43,10 +43,10 @@ class PersonaService:
         llm.register(self.generators, self.streamers)
         self._indexes: dict[str, tuple[str, KeywordIndex, DenseIndex | None]] = {}
         self._indexes_lock = threading.Lock()
-        # CPU-bound work (search, composing an extractive answer) runs at most this many requests at
-        # once: the others wait without fighting over the GIL, so the event loop stays responsive
-        # and the waiting requests' queries still batch in the embedder. Waits on an upstream LLM
-        # do not hold a slot.
+        # The search (dense + BM25 fusion, pure Python and numpy under the GIL) runs for at most this
+        # many requests at once: the others wait without fighting over the GIL, so the event loop
+        # stays responsive. Embedding is not under a slot: queries waiting there are what the
+        # embedder batches.
         self._compute = threading.BoundedSemaphore(settings.compute_slots or 2 * (os.cpu_count() or 1))
 
     @property
@@ -94,9 +94,9 @@ class PersonaService:
             raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {k}")
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
+        vector = self.embed_query(query)  # outside the slots: waiting queries batch in the embedder
         with self._compute:
             keywords, dense = self._persona_indexes(info)
-            vector = self.embed_query(query)
             n = max(k, CANDIDATES)
             matches = dense.search(vector, n, wanted) if dense else self.store.query(info.slug, vector, n, wanted)
             return info, hybrid_hits(matches, keywords, query, k, wanted)
@@ -173,8 +173,7 @@ class PersonaService:
 def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],
                 instructions: str = "") -> Answer:
     """The card's own sentences; there is no model to give ``instructions`` to."""
-    with service._compute:
-        return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
+    return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
 
 
 def _clean(text: str, field: str) -> str:

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     embed_threads: int | None = Field(None, ge=1, le=256, description="onnxruntime threads (default: the cores).")
     compute_slots: int | None = Field(
         None, ge=1, le=256,
-        description="Requests that search or compose an answer at once; the rest wait their turn (default: 2 x cores).",
+        description="Requests that search at once; the rest wait their turn (default: 2 x cores).",
     )
     keep_alive_seconds: float = Field(
         75.0, gt=0, le=3600,
