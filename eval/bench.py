@@ -282,7 +282,8 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
     settings = Settings(data_dir=work / "index", seeds_dir=ROOT / "seeds")
     env = {"HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "PERSONA_DATA_DIR": str(settings.data_dir),
            "PERSONA_SEEDS_DIR": str(settings.seeds_dir), "PYTHONPATH": str(ROOT),
-           "PERSONA_RATE_LIMIT": "off"}  # the load comes from one client: the per-client limit would refuse it
+           "PERSONA_RATE_LIMIT": "off",  # the load comes from one client: the per-client limit would refuse it
+           "MALLOC_ARENA_MAX": "2"}  # as `make serve` runs the server (README "Security and operations")
     env = {**os.environ, **env}
     results: dict[str, Any] = {"machine": {"cores": cpu_count(), "python": sys.version.split()[0],
                                            "load_average_at_start": os.getloadavg()},
