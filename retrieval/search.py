@@ -34,7 +34,7 @@ def to_hits(matches: Sequence[Match]) -> list[Hit]:
 
 
 def _cosine(match: Match) -> float:
-    return float(np.clip(1.0 - match.distance, 0.0, 1.0))
+    return min(1.0, max(0.0, 1.0 - match.distance))
 
 
 def _hit(cid: str, meta: dict[str, Any], score: float, rank: int) -> Hit:
