@@ -13,11 +13,7 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +21,8 @@ from pathlib import Path
 
 import httpx
 import psutil
+
+from eval.servers import free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}  # as `make serve` runs it: fewer glibc arenas for the worker threads
@@ -48,31 +46,11 @@ QUESTIONS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "PERSONA_DATA_DIR": str(data_dir),
+def serve_command(data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """``persona serve`` on ``port``, ingesting seeds/ into ``data_dir``, as ``make serve`` runs it."""
+    env = {"HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False", "PERSONA_DATA_DIR": str(data_dir),
            "PERSONA_SEEDS_DIR": str(ROOT / "seeds"), "PERSONA_RATE_LIMIT": "off", **SERVER_ENV}
-    return subprocess.Popen([sys.executable, "-m", "persona", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_ready(url: str, server: subprocess.Popen, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with code {server.returncode}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the server did not become ready")
+    return [sys.executable, "-m", "persona", "serve", "--port", str(port)], env
 
 
 async def run_load(url: str, pid: int, requests: int, concurrency: int) -> dict:
@@ -132,16 +110,10 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="persona-load-") as tmp:
-        server = start_server(Path(tmp) / "index", port)
-        try:
-            wait_ready(url, server)
+        command, env = serve_command(Path(tmp) / "index", port)
+        # the first start exports the model and ingests the seed: allow it minutes
+        with running(command, f"{url}/healthz", env=env, timeout=600) as server:
             figures = asyncio.run(run_load(url, server.pid, args.requests, args.concurrency))
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
     if args.json:
         print(json.dumps(figures))
         return

@@ -12,7 +12,7 @@ were chosen on the eval dev set (see README "Evaluation").
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ def _hit(cid: str, meta: dict[str, Any], score: float, rank: int) -> Hit:
 
 
 @functools.lru_cache(maxsize=1)
-def _stemmer():  # noqa: ANN202 - a callable list[str] -> list[str]
+def _stemmer() -> Callable[[list[str]], list[str]]:
     import Stemmer  # PyStemmer: the Snowball stemmers in C; "english" is Porter2 (nltk's pure-Python one cost a second to import)
 
     return Stemmer.Stemmer("english").stemWords

@@ -12,9 +12,9 @@ import numpy as np
 from retrieval import llm
 from retrieval.answer import GENERATOR as EXTRACTIVE
 from retrieval.answer import extractive_answer
+from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
 from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
-from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.search import CANDIDATES, KeywordIndex, hybrid_hits
 from retrieval.settings import Settings
 from retrieval.store import Store

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 MOUNT_PATH = "/mcp"
 
@@ -33,7 +33,7 @@ async def serve_http(app: FastAPI) -> AsyncIterator[None]:
             tasks.cancel_scope.cancel()
 
 
-async def _started(app: FastAPI):  # noqa: ANN202 - the MCP server's ASGI app
+async def _started(app: FastAPI) -> ASGIApp:
     if app.state.mcp_http is None:
         async with app.state.mcp_lock:
             if app.state.mcp_http is None:
