@@ -72,8 +72,9 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
             message = "unknown field"
         elif error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == r"\S":
             message = "must not be blank"
-        elif error.get("type") == "json_invalid":
-            message = "request body is not valid JSON"
+        elif error.get("type") == "json_invalid":  # loc is ("body", <character offset>)
+            field = "body"
+            message = f"request body is not valid JSON (at character {loc[0]})" if loc else "request body is not valid JSON"
         out.append({"field": field, "message": message})
     return out
 

@@ -89,6 +89,7 @@ def test_body_at_the_limit_reaches_validation(client: TestClient) -> None:
         ("/v1/retrieve", b'{"query": "forecast", "k": 1e309}', "k"),
         ("/v1/retrieve", b'{"q": "forecast"}', "query"),
         ("/v1/retrieve", b"", "body"),
+        ("/v1/ask", b"not json", "body: request body is not valid JSON (at character 0)"),
     ],
 )
 def test_wrong_shape_is_422_naming_the_field(client: TestClient, path: str, raw: bytes, field: str) -> None:
