@@ -1,4 +1,9 @@
-"""The two baselines the pipeline is measured against, built from the same card and model.
+"""The baselines the pipeline is measured against, built from the same card and model.
+
+* ``item-dense``: plain item-level dense search, the simplest method that uses the card's
+  structure: one vector per item (and one per section without items, and the Overview), embedded
+  as "Sales Manager > Heading > Item: text"; a section is ranked by its best item. No BM25, no
+  section chunks, no weights. Its chunk ids are the pipeline's, so passage-level metrics apply.
 
 * ``fixed-500``: the card's text cut into windows of 500 characters overlapping by 50, whatever
   the headings, dense search only.
@@ -16,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from ingest.cards import Card
-from ingest.chunking import OVERVIEW, normalise, overview_text, section_text
+from ingest.chunking import OVERVIEW, chunk_card, normalise, overview_text, plain, section_text
 from retrieval.embedder import Embedder
 from retrieval.store import Store
 from retrieval.types import Chunk, PersonaInfo
@@ -61,6 +66,19 @@ def section_chunks(card: Card, slug: str) -> list[Chunk]:
     return [_chunk(slug, f"{slug}/section-{i:02d}", heading, text, i) for i, (heading, text) in enumerate(_parts(card))]
 
 
+def item_chunks(card: Card, slug: str) -> list[Chunk]:
+    """The pipeline's item chunks, sections without items and the Overview, embedded with a plain path."""
+    chunks = chunk_card(card)
+    with_items = {c.section for c in chunks if c.kind == "item"}
+    kept = []
+    for chunk in chunks:
+        if chunk.kind == "section" and chunk.section in with_items:
+            continue
+        path = " > ".join([card.title, chunk.section, *([chunk.item] if chunk.item else [])])
+        kept.append(replace(chunk, persona=slug, embed_text=f"{path}: {plain(chunk.text)}", position=len(kept)))
+    return kept
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A baseline chunking: its name (the configuration name in reports) and its chunker."""
@@ -68,6 +86,7 @@ class Baseline:
     name: str
     description: str
     chunker: Callable[[Card, str], list[Chunk]]
+    item_ids: bool = False  # True when its chunk ids are the pipeline's (passage-level metrics apply)
 
     def slug(self, persona: str) -> str:
         """The slug the baseline's copy of a persona is published under."""
@@ -77,7 +96,9 @@ class Baseline:
 FIXED = Baseline("fixed-500", f"fixed-size chunks of {FIXED_SIZE} characters, {FIXED_OVERLAP} overlap, dense only",
                  fixed_size_chunks)
 SECTIONS = Baseline("sections", "one chunk per section, dense only", section_chunks)
-BASELINES = (FIXED, SECTIONS)
+ITEMS = Baseline("item-dense", "plain item-level dense: one vector per item, a section ranked by its best item",
+                 item_chunks, item_ids=True)
+BASELINES = (ITEMS, FIXED, SECTIONS)
 
 
 def publish_baseline(baseline: Baseline, card: Card, info: PersonaInfo, store: Store, embedder: Embedder,

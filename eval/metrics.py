@@ -142,6 +142,22 @@ def _joined(passages: Mapping[int, str], refs: Sequence[int]) -> str:
     return "\n".join(passages.get(r, "") for r in refs)
 
 
+# -- answers: do the cited passages answer the question? ---------------------------------------
+def on_point(chunk_id: str, section: str, grades: Mapping[str, int], gold_sections: Iterable[str]) -> bool:
+    """A cited passage is on point when it is graded (1 or 2) for the question or lies in a gold section."""
+    return grades.get(chunk_id, 0) >= 1 or section in set(gold_sections)
+
+
+def cited_relevance(verdicts: Sequence[bool]) -> float | None:
+    """Share of an answer's cited passages that are on point (``None`` for an answer citing nothing)."""
+    return mean(float(v) for v in verdicts)
+
+
+def first_on_point(verdicts: Sequence[bool]) -> float | None:
+    """1.0 when the answer's first citation (``[1]``, the best passage) is on point."""
+    return float(verdicts[0]) if verdicts else None
+
+
 # -- abstention ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AbstentionScore:

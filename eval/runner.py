@@ -24,10 +24,13 @@ from eval.metrics import (
     AbstentionScore,
     abstention_score,
     adversarial_check,
+    cited_relevance,
     citation_score,
     citation_valid,
     dedupe,
+    first_on_point,
     mean,
+    on_point,
     ranking_scores,
 )
 from eval.sets import Question, QuestionSet, Thresholds
@@ -82,6 +85,8 @@ class Record:
     citations: int = 0
     precise: int = 0
     adversarial: dict[str, bool] = field(default_factory=dict)
+    near: bool = False
+    on_point: list[bool] = field(default_factory=list)  # per citation, in [n] order: does it answer the question?
 
 
 @dataclass
@@ -133,12 +138,16 @@ def evaluate(config: Configuration, question: Question) -> Record:
         id=question.id, kind=question.kind, question=question.question, sections=sections[:10], ids=ids[:10],
         top_score=hits[0].score if hits else 0.0, latency_ms=round(latency_ms, 3), grounded=answer.grounded,
         answer=answer.text, cited=list(cited.values()), citation_valid=valid, sentences=score.sentences,
-        supported=score.supported, citations=score.citations, precise=score.precise,
+        supported=score.supported, citations=score.citations, precise=score.precise, near=question.near,
     )
     if question.kind == "in_scope":
-        record.ranking = ranking_scores(sections, question.gold.sections)
-        if question.gold.ids and config.item_ids:
-            record.id_ranking = ranking_scores(ids, question.gold.ids)
+        gold = question.gold
+        record.ranking = ranking_scores(sections, gold.sections)
+        if gold.answer_ids and config.item_ids:
+            record.id_ranking = ranking_scores(ids, gold.answer_ids)
+        grades = {c.id: gold.grade(c.id) for c in answer.citations}
+        record.on_point = [on_point(c.id, c.section, grades, gold.sections)
+                           for c in sorted(answer.citations, key=lambda c: c.n)]
     if question.kind == "adversarial":
         record.adversarial = asdict(adversarial_check(answer.text, answer.grounded, valid, score, info.title))
     return record
@@ -160,6 +169,14 @@ def summarise(records: Sequence[Record]) -> dict[str, float | None]:
     metrics["abstention.precision"] = abstention.precision
     metrics["abstention.recall"] = abstention.recall
     metrics["abstention.in_scope_answered"] = abstention.in_scope_answered
+    cited = [r for r in records if r.kind == "in_scope" and r.grounded and r.on_point]
+    metrics["answer.cited_relevance"] = mean(cited_relevance(r.on_point) or 0.0 for r in cited)
+    metrics["answer.first_on_point"] = mean(first_on_point(r.on_point) or 0.0 for r in cited)
+    metrics["abstention.in_scope_refused"] = abstention.in_scope_refused
+    metrics["abstention.near_refused"] = mean(float(not r.grounded) for r in records
+                                              if r.kind == "out_of_scope" and r.near)
+    metrics["abstention.far_refused"] = mean(float(not r.grounded) for r in records
+                                             if r.kind == "out_of_scope" and not r.near)
     metrics["adversarial.pass_rate"] = mean(float(all(r.adversarial.values())) for r in records if r.adversarial)
     latencies = [r.latency_ms for r in records]
     metrics["latency.mean_ms"] = mean(latencies)
@@ -302,7 +319,7 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
             infos = {slug: publish_baseline(baseline, cards[slug], own[slug], base_store, embedder, settings.model)
                      for slug in personas}
             configs.append(dense_config(baseline.name, baseline.description, service, answering, base_store, infos,
-                                        generator, item_ids=False))
+                                        generator, item_ids=baseline.item_ids))
             if progress:
                 progress("building baselines", n, len(BASELINES))
         yield configs

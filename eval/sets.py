@@ -2,8 +2,8 @@
 
 A set file holds ``name``, ``description`` and ``questions``; each question has an ``id``, the
 user's ``question``, the ``persona`` slug, a ``kind`` (``in_scope``, ``out_of_scope`` or
-``adversarial``) and its ``gold`` answer location: card headings verbatim and, where one item is
-the answer, chunk ids. Thresholds live in one YAML file keyed by set name (``default`` for sets
+``adversarial``; an out-of-scope question may be ``near`` the domain) and its ``gold`` answer
+location: card headings verbatim and passages, listed (``ids``) or graded (``items``). Thresholds live in one YAML file keyed by set name (``default`` for sets
 it does not name); each is the minimum a pipeline metric must reach.
 """
 
@@ -26,13 +26,31 @@ class InvalidEvalFile(PersonaError):
     """A question set or thresholds file that cannot be read or does not match its schema."""
 
 
+Grade = Literal[1, 2]
+"""How well a passage answers a question: 2 answers it, 1 is related and useful."""
+
+
 class Gold(BaseModel):
-    """Where the answer lives: section headings verbatim and, optionally, item chunk ids."""
+    """Where the answer lives: section headings verbatim and, optionally, passages.
+
+    ``ids`` lists the passages that are the answer (ungraded, the older sets); ``items`` grades
+    passages (chunk ids) 2 (answers it) or 1 (related). Either may be given; :attr:`answer_ids`
+    is the passages that answer (``ids``, else the grade-2 ``items``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     sections: list[str] = Field(default_factory=list)
     ids: list[str] = Field(default_factory=list)
+    items: dict[str, Grade] = Field(default_factory=dict)
+
+    @property
+    def answer_ids(self) -> list[str]:
+        return list(self.ids) or [cid for cid, grade in self.items.items() if grade == 2]
+
+    def grade(self, chunk_id: str) -> int:
+        """The passage's grade: ``items`` first, 2 for a listed answer id, else 0."""
+        return self.items.get(chunk_id, 2 if chunk_id in self.ids else 0)
 
 
 class Question(BaseModel):
@@ -44,12 +62,15 @@ class Question(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
     persona: str = Field(min_length=1)
     kind: Kind
+    near: bool = False  # an out-of-scope question near the card's domain (what the threshold must refuse)
     gold: Gold = Field(default_factory=Gold)
 
     @model_validator(mode="after")
     def in_scope_has_gold(self) -> Question:
         if self.kind == "in_scope" and not self.gold.sections:
             raise ValueError(f"in_scope question {self.id!r} needs at least one gold section")
+        if self.near and self.kind != "out_of_scope":
+            raise ValueError(f"question {self.id!r}: only out_of_scope questions can be near the domain")
         return self
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.baselines import FIXED_OVERLAP, FIXED_SIZE, fixed_size_chunks, section_chunks
+from eval.baselines import FIXED_OVERLAP, FIXED_SIZE, fixed_size_chunks, item_chunks, section_chunks
 from eval.runner import ConfigResult, SetResult, failures
 from eval.sets import InvalidEvalFile, Thresholds, default_sets, load_set
 from ingest.cards import load_card
@@ -50,7 +50,7 @@ def test_gate_passes_then_fails_when_a_threshold_is_raised(tmp_path: Path) -> No
     report = json.loads((out / "report.json").read_text())
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "hit_at_k.png", "top_scores.png"}
     configs = report["sets"][0]["configs"]
-    assert list(configs) == ["pipeline", "dense", "fixed-500", "sections"]
+    assert list(configs) == ["pipeline", "dense", "item-dense", "fixed-500", "sections"]
     assert configs["pipeline"]["metrics"]["latency.ratio"] > 0 and report["calibration"]["threshold"] > 0
     assert len(configs["pipeline"]["records"]) == 4 and "section hit@1" in passed.stdout
     measured = configs["pipeline"]["metrics"]["section.mrr"]
@@ -110,3 +110,32 @@ def test_failures_name_each_metric_below_its_minimum() -> None:
     found = failures([SetResult("other", "", result.configs)], limits)
     assert [f.line() for f in found] == ["other: section.hit@1 = 0.500 is below the threshold 0.600",
                                          "other: section.hit1 is not a metric (threshold 0.500)"]
+
+
+def test_graded_gold_and_near_off_topic(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "questions": [
+        {"id": "a", "question": "ramp time for new aes?", "persona": "p", "kind": "in_scope",
+         "gold": {"sections": ["Vocabulary"], "items": {"p/vocabulary/ramp": 2, "p/workflow/build-the-team": 1}}},
+        {"id": "b", "question": "parental leave rules?", "persona": "p", "kind": "out_of_scope", "near": True},
+    ]}))
+    first, second = load_set(path).questions
+    assert first.gold.answer_ids == ["p/vocabulary/ramp"]
+    assert first.gold.grade("p/workflow/build-the-team") == 1 and first.gold.grade("p/tools/crm") == 0
+    assert second.near and not first.near
+    path.write_text(yaml.safe_dump({"name": "s", "questions": [
+        {"id": "a", "question": "x", "persona": "p", "kind": "in_scope", "gold": {"sections": ["V"], "items": {"p/v": 3}}},
+    ]}))
+    with pytest.raises(InvalidEvalFile, match="items"):
+        load_set(path)
+
+
+def test_item_chunks_are_the_pipelines_items_with_a_plain_path() -> None:
+    card = load_card(SEED)
+    chunks = item_chunks(card, "sales-manager--item-dense")
+    kinds = {c.kind for c in chunks}
+    assert kinds == {"overview", "section", "item"}
+    sections_with_items = {c.section for c in chunks if c.kind == "item"}
+    assert not any(c.kind == "section" and c.section in sections_with_items for c in chunks)
+    ramp = next(c for c in chunks if c.id == "sales-manager/vocabulary/ramp")
+    assert ramp.embed_text.startswith("Sales Manager > Vocabulary > Ramp: ")

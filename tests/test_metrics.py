@@ -11,12 +11,15 @@ from eval.metrics import (
     abstention_score,
     adversarial_check,
     citation_score,
+    cited_relevance,
     citation_valid,
     dedupe,
+    first_on_point,
     hit_at_k,
     leaks,
     mean,
     ndcg_at_k,
+    on_point,
     ranking_scores,
     reciprocal_rank,
 )
@@ -127,3 +130,17 @@ def test_threshold_refuses_every_out_of_scope_when_they_overlap() -> None:
     assert derive_threshold([0.3, 0.5, 0.6], [0.2, 0.55]).threshold == pytest.approx(0.551)
     with pytest.raises(ValueError):
         derive_threshold([0.5], [])
+
+
+def test_on_point_by_grade_or_gold_section() -> None:
+    grades = {"c/rules/item-1": 2, "c/tools/crm": 1}
+    assert on_point("c/rules/item-1", "Rules of Thumb", grades, ["Vocabulary"])
+    assert on_point("c/tools/crm", "Tools", grades, [])  # related (grade 1) counts
+    assert on_point("c/vocabulary/ramp", "Vocabulary", grades, ["Vocabulary"])  # ungraded, but in a gold section
+    assert not on_point("c/scenarios/x", "Scenarios", grades, ["Vocabulary"])
+
+
+def test_cited_relevance_and_first_on_point() -> None:
+    assert cited_relevance([True, False, True, True]) == 0.75
+    assert first_on_point([False, True]) == 0.0 and first_on_point([True, False]) == 1.0
+    assert cited_relevance([]) is None and first_on_point([]) is None
