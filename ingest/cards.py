@@ -182,12 +182,21 @@ def load_card(path: Path) -> Card:
     return parse_card(data, source)
 
 
+EXAMPLES_SUFFIX = ".examples"
+"""``<slug>.examples.yaml`` beside a card holds its example questions (a sidecar, not a card)."""
+
+
+def is_sidecar(path: Path) -> bool:
+    return path.stem.endswith(EXAMPLES_SUFFIX)
+
+
 def find_cards(paths: list[Path]) -> list[Path]:
-    """Expand files and directories into the sorted list of card files (*.yaml, *.yml)."""
+    """Expand files and directories into the sorted list of card files (*.yaml, *.yml, sidecars left out)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file()))
+            found.extend(sorted(p for p in path.iterdir()
+                                if p.suffix in {".yaml", ".yml"} and p.is_file() and not is_sidecar(p)))
         elif path.exists():
             found.append(path)
         else:
