@@ -1,0 +1,49 @@
+"""Leakage between a card's sidecar and the eval sets: an eval question must not be a near-duplicate
+of an example question (or a boundary question), or the eval would measure recall of the sidecar.
+
+Two questions are near-duplicates when their embeddings' cosine is at least :data:`MAX_COSINE`
+(all-MiniLM-L6-v2) or their normalised text is at least :data:`MAX_RATIO` alike (difflib). The
+sidecar's examples were written without seeing the eval sets; the ones that still came out this
+close to an eval question were dropped from the sidecar.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_COSINE = 0.85
+MAX_RATIO = 0.8
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    question: str
+    example: str
+    cosine: float
+    ratio: float
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
+
+
+def near_duplicates(questions: Sequence[str], examples: Sequence[str], question_vectors: np.ndarray,
+                    example_vectors: np.ndarray) -> list[NearDuplicate]:
+    """Every (question, closest example) pair over either limit. Vectors are unit-normalised rows."""
+    if not len(questions) or not len(examples):
+        return []
+    cosines = question_vectors @ example_vectors.T
+    plain = [normalise(e) for e in examples]
+    found = []
+    for i, question in enumerate(questions):
+        j = int(np.argmax(cosines[i]))
+        mine = normalise(question)
+        ratio = max(difflib.SequenceMatcher(None, mine, other).ratio() for other in plain)
+        if cosines[i, j] >= MAX_COSINE or ratio >= MAX_RATIO:
+            found.append(NearDuplicate(question, examples[j], float(cosines[i, j]), round(ratio, 3)))
+    return found
