@@ -1,6 +1,6 @@
 """Run question sets through the pipeline and the baselines, and score every answer.
 
-The pipeline is :class:`retrieval.service.PersonaService` exactly as users call it (``retrieve``
+The pipeline is :class:`generation.service.PersonaService` exactly as users call it (``retrieve``
 for the ranking, ``ask`` for the answer). Each baseline is a dense search over its own chunks,
 answered by the same generator. Unless an index is named, everything runs on temporary indexes
 built from the seed cards, so the user's index is never touched.

@@ -1,4 +1,4 @@
-"""Thin HTTP routes over :class:`retrieval.service.PersonaService`."""
+"""Thin HTTP routes over :class:`generation.service.PersonaService`."""
 
 from __future__ import annotations
 
