@@ -58,7 +58,8 @@ async def run_load(url: str, pid: int, requests: int, concurrency: int) -> dict:
     process = psutil.Process(pid)
     plan = itertools.cycle([("/v1/retrieve", "query", {"k": 5}), ("/v1/ask", "question", {})])
     questions = itertools.cycle(QUESTIONS)
-    jobs = [(path, {field: next(questions), **extra}) for (path, field, extra), _ in zip(plan, range(requests))]
+    jobs = [(path, {field: next(questions), **extra})
+            for (path, field, extra), _ in zip(plan, range(requests), strict=False)]
     queue: asyncio.Queue = asyncio.Queue()
     for job in jobs:
         queue.put_nowait(job)

@@ -2,7 +2,7 @@
 
 Ranking metrics take a ranked list of keys (section headings or chunk ids, best first, already
 deduplicated with :func:`dedupe`) and the set of gold keys. Citation metrics follow ALCE (Gao et
-al. 2023) with the offline support judge of :mod:`retrieval.support` in place of an NLI model.
+al. 2023) with the offline support judge of :mod:`generation.support` in place of an NLI model.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from retrieval.support import cited_sentences, is_supported
+from generation.support import cited_sentences, is_supported
 from retrieval.text import markers
 
 T = TypeVar("T", bound=Hashable)

@@ -1,6 +1,6 @@
 """Run question sets through the pipeline and the baselines, and score every answer.
 
-The pipeline is :class:`retrieval.service.PersonaService` exactly as users call it (``retrieve``
+The pipeline is :class:`generation.service.PersonaService` exactly as users call it (``retrieve``
 for the ranking, ``ask`` for the answer). Each baseline is a dense search over its own chunks,
 answered by the same generator. Unless an index is named, everything runs on temporary indexes
 built from the seed cards, so the user's index is never touched.
@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
 
 from eval.baselines import BASELINES, publish_baseline
 from eval.calibration import MAX_REFUSED, derive_threshold
@@ -34,13 +33,14 @@ from eval.metrics import (
     ranking_scores,
 )
 from eval.sets import Question, QuestionSet, Thresholds
+from generation.registry import generators
+from generation.service import PersonaService
+from generation.support import SUPPORT_THRESHOLD
 from retrieval.embedder import CachedEmbedder, Embedder, create_embedder
-from retrieval.errors import GeneratorUnavailable, PersonaError
+from retrieval.errors import PersonaError
 from retrieval.search import to_hits
-from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import Store
-from retrieval.support import SUPPORT_THRESHOLD
 from retrieval.types import Answer, Hit, PersonaInfo
 
 TIMING_RUNS = 2  # retrieval is timed this often per question and the fastest run kept (less load noise)
@@ -197,7 +197,8 @@ def failures(results: Sequence[SetResult], thresholds: Thresholds) -> list[Failu
     return out
 
 
-def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration], progress: Progress | None = None) -> list[SetResult]:
+def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration],
+        progress: Progress | None = None) -> list[SetResult]:
     """Every question of every set through every configuration (questions outer, so load noise
     falls on all configurations alike)."""
     total = sum(len(s.questions) for s in sets) * len(configs)
@@ -225,7 +226,8 @@ def add_latency_ratio(result: SetResult) -> None:
     processes on a shared machine falls on both sides of each ratio."""
     reference = result.configs.get(DENSE)
     for config in result.configs.values():
-        ratios = [mine.latency_ms / base.latency_ms for mine, base in zip(config.records, reference.records, strict=True)
+        ratios = [mine.latency_ms / base.latency_ms
+                  for mine, base in zip(config.records, reference.records, strict=True)
                   if base.latency_ms > 0] if reference else []
         config.metrics["latency.ratio"] = round(statistics.median(ratios), 3) if ratios else None
 
@@ -259,14 +261,12 @@ def pipeline_config(service: PersonaService, answering: PersonaService, generato
 def dense_config(name: str, description: str, service: PersonaService, answering: PersonaService, store: Store,
                  infos: dict[str, PersonaInfo], generator: str, item_ids: bool) -> Configuration:
     """Plain dense search over ``store``; the same generator answers from the top ``default_k``."""
-    make = answering.generators[generator]
-
     def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
         info = infos[q.persona]
         return info, to_hits(store.query(info.slug, service.embed_query(q.question), RANK_DEPTH))
 
     def answer(q: Question, info: PersonaInfo, hits: list[Hit]) -> Answer:
-        return make(answering, info, q.question, hits[:service.settings.default_k])
+        return answering.answer_from(info, q.question, hits[:service.settings.default_k], generator)
 
     return Configuration(name, description, retrieve, answer, _known_ids(store), item_ids=item_ids)
 
@@ -301,10 +301,11 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
         if not use_index:
             settings = settings.model_copy(update={"data_dir": Path(tmp) / "pipeline", "chroma_url": None})
             ingest([settings.seeds_dir], Store(settings), embedder, settings.model, settings.embed_batch_size, progress)
-        service = PersonaService(settings, embedder=embedder)
-        answering = PersonaService(settings, embedder=CachedEmbedder(embedder), store=service.store)
-        if generator not in answering.generators:
-            raise GeneratorUnavailable(f"unknown generator {generator!r}; available: {', '.join(sorted(service.generators))}")
+        registry = generators(settings)
+        service = PersonaService(settings, embedder=embedder, generators=registry)
+        answering = PersonaService(settings, embedder=CachedEmbedder(embedder), store=service.store,
+                                   generators=registry)
+        answering.generator_name(generator)  # raises for an unknown generator, listing the available ones
         cards = {card.slug: card for card in map(load_card, find_cards([settings.seeds_dir]))}
         for slug in personas:
             service.persona(slug)  # raises UnknownPersona when the index lacks it

@@ -125,7 +125,7 @@ class _CardLoader(yaml.SafeLoader):
 
     _depth = 0
 
-    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+    def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in cards", mark)
@@ -138,7 +138,7 @@ class _CardLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_mapping(self, node, deep=False):  # noqa: ANN001, ANN201
+    def construct_mapping(self, node, deep=False):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -176,7 +176,7 @@ def load_card(path: Path) -> Card:
     except UnicodeDecodeError as exc:
         raise InvalidCard(source, "(file)", f"expected UTF-8 text, got a bad byte at offset {exc.start}") from None
     try:
-        data = yaml.load(raw, Loader=_CardLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(raw, Loader=_CardLoader)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise InvalidCard(source, "(file)", _yaml_problem(exc)) from None
     return parse_card(data, source)

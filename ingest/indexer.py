@@ -20,6 +20,7 @@ from ingest.chunking import chunk_card, items_of, normalise, plain
 from ingest.lint import LintWarning, lint_card
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
+from retrieval.sections import MISSION, PRINCIPLES
 from retrieval.store import Store
 from retrieval.types import Chunk, PersonaInfo
 
@@ -63,8 +64,8 @@ class IngestReport:
 
 def persona_info(card: Card, chunks: Sequence[Chunk]) -> PersonaInfo:
     """What the service needs to know of a persona without reading its card again."""
-    mission = card.section("Core Mission")
-    principles = card.section("Guiding Principles")
+    mission = card.section(MISSION)
+    principles = card.section(PRINCIPLES)
     body = PersonaInfo(
         slug=card.slug,
         title=card.title,
@@ -88,7 +89,8 @@ def load_cards(paths: Sequence[Path]) -> list[tuple[Path, Card]]:
     for path in find_cards(list(paths)):
         card = load_card(path)
         if card.slug in seen:
-            raise InvalidCard(str(path), "slug", f"unique slug expected, {card.slug!r} is also used by {seen[card.slug]}")
+            raise InvalidCard(str(path), "slug",
+                              f"unique slug expected, {card.slug!r} is also used by {seen[card.slug]}")
         seen[card.slug] = path
         passages = len(chunk_card(card))
         if passages > MAX_CHUNKS:
@@ -96,7 +98,8 @@ def load_cards(paths: Sequence[Path]) -> list[tuple[Path, Card]]:
                               f"items) in one card, got {passages}")
         cards.append((path, card))
     if not cards:
-        raise InvalidCard(", ".join(str(p) for p in paths) or "(no path)", "(file)", "expected at least one *.yaml card")
+        raise InvalidCard(", ".join(str(p) for p in paths) or "(no path)", "(file)",
+                          "expected at least one *.yaml card")
     return cards
 
 

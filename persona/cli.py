@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,14 +19,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from retrieval.errors import PersonaError
 from retrieval.settings import Settings
 
+if TYPE_CHECKING:
+    from generation.service import PersonaService
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Occupation personas that answer in their own voice, every claim cited to the card.")
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Index folder (default $PERSONA_DATA_DIR or ./.persona).")]
+DataDir = Annotated[Path | None,
+                    typer.Option("--data-dir", help="Index folder (default $PERSONA_DATA_DIR or ./.persona).")]
 PersonaOpt = Annotated[str | None, typer.Option("--persona", "-p", help="Persona slug (optional with one persona).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+GeneratorOpt = Annotated[str | None, typer.Option("--generator", "-g",
+                                                  help="Generator that answers (default: the first registered).")]
 
 
 def settings_for(data_dir: Path | None = None, **overrides: object) -> Settings:
@@ -35,6 +41,14 @@ def settings_for(data_dir: Path | None = None, **overrides: object) -> Settings:
     if data_dir is not None:
         values["data_dir"] = data_dir
     return Settings(**values)
+
+
+def service_for(settings: Settings) -> PersonaService:
+    """The service with the registered generators (imported here: the CLI starts without the model stack)."""
+    from generation.registry import generators
+    from generation.service import PersonaService
+
+    return PersonaService(settings, generators=generators(settings))
 
 
 def run_ingest(settings: Settings, paths: list[Path]) -> None:
@@ -75,9 +89,7 @@ def ingest_command(
 @app.command("personas")
 def personas_command(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
     """List the indexed personas."""
-    from retrieval.service import PersonaService
-
-    infos = PersonaService(settings_for(data_dir)).personas()
+    infos = service_for(settings_for(data_dir)).personas()
     if as_json:
         out.print_json(json.dumps({"personas": [p.public() for p in infos]}))
         return
@@ -96,15 +108,14 @@ def retrieve_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the card passages nearest to a query."""
-    from retrieval.service import PersonaService
+    from retrieval.types import retrieval_body
 
-    info, hits = PersonaService(settings_for(data_dir)).retrieve(query, persona, k, section)
+    info, hits = service_for(settings_for(data_dir)).retrieve(query, persona, k, section)
     if as_json:
-        out.print_json(json.dumps({"persona": info.slug, "query": query, "results": [h.to_dict() for h in hits]}))
+        out.print_json(json.dumps(retrieval_body(info.slug, query, hits)))
         return
     for hit in hits:
-        where = hit.path
-        out.print(f"{hit.rank}. [bold]{escape(where)}[/bold]  ({hit.score:.3f})  [dim]{escape(hit.id)}[/dim]",
+        out.print(f"{hit.rank}. [bold]{escape(hit.path)}[/bold]  ({hit.score:.3f})  [dim]{escape(hit.id)}[/dim]",
                   highlight=False)
         out.print(f"   {hit.text}", highlight=False, markup=False)
 
@@ -114,24 +125,18 @@ def ask_command(
     question: Annotated[str, typer.Argument(help="Your question to the persona.")],
     persona: PersonaOpt = None,
     k: Annotated[int | None, typer.Option("-k", help="Passages to retrieve.")] = None,
-    generator: Annotated[str | None, typer.Option("--generator", "-g", help="extractive (default) or openai.")] = None,
+    generator: GeneratorOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the persona; the answer cites the card."""
-    from retrieval.service import PersonaService
+    from generation.sources import with_sources
 
-    answer = PersonaService(settings_for(data_dir)).ask(question, persona, k, generator)
+    answer = service_for(settings_for(data_dir)).ask(question, persona, k, generator)
     if as_json:
         out.print_json(json.dumps(answer.to_dict()))
         return
-    out.print(answer.text, highlight=False, markup=False)
-    if answer.citations:
-        out.print()
-        out.print("[bold]Sources[/bold]")
-        for c in answer.citations:
-            where = c.path
-            out.print(f"{escape(f'[{c.n}]')} {escape(where)}  [dim]{escape(c.id)}[/dim]", highlight=False)
+    out.print(with_sources(answer, with_ids=True), highlight=False, markup=False)
     for warning in answer.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
 
@@ -140,7 +145,8 @@ def ask_command(
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT", help="Port (default $PORT or 8000).")] = 8000,
-    ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest seeds/ when missing or stale.")] = True,
+    ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest",
+                                               help="Ingest seeds/ when missing or stale.")] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Serve the HTTP API (ingesting seeds/ first when the index is missing or stale)."""
@@ -168,11 +174,15 @@ def mcp_command(data_dir: DataDir = None) -> None:
 
 @app.command("eval")
 def eval_command(
-    sets: Annotated[list[Path] | None, typer.Option("--set", help="Question set YAML (repeatable; default: eval/sets/*.yaml).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path("eval/out"),
-    generator: Annotated[str, typer.Option("--generator", "-g", help="Generator that answers (extractive, openai).")] = "extractive",
-    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Minimum metrics per set (default: eval/thresholds.yaml).")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Evaluate this index (default: a temporary index of seeds/).")] = None,
+    sets: Annotated[list[Path] | None, typer.Option(
+        "--set", help="Question set YAML (repeatable; default: eval/sets/*.yaml).")] = None,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", help="Folder for report.json, report.md and plots.")] = Path("eval/out"),
+    generator: GeneratorOpt = None,
+    thresholds: Annotated[Path | None, typer.Option(
+        "--thresholds", help="Minimum metrics per set (default: eval/thresholds.yaml).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Evaluate this index (default: a temporary index of seeds/).")] = None,
 ) -> None:
     """Measure retrieval, citations and abstention against the baselines; fail below the thresholds."""
     from rich.table import Table
@@ -180,8 +190,10 @@ def eval_command(
     from eval import report
     from eval.runner import configurations, failures, report_data, run
     from eval.sets import THRESHOLDS_FILE, default_sets, load_set, load_thresholds
+    from generation.registry import generators
 
     settings = settings_for(data_dir)
+    generator = generators(settings).name(generator)
     question_sets = [load_set(path) for path in (sets or default_sets())]
     limits = load_thresholds(thresholds or THRESHOLDS_FILE)
     personas = sorted({q.persona for s in question_sets for q in s.questions})
@@ -250,12 +262,13 @@ def bench_command(
 
 
 def main() -> None:
-    """Entry point of the ``persona`` script: domain errors become one line and exit code 2."""
+    """Entry point of the ``persona`` script: a domain error becomes one line and the exit code of
+    :data:`retrieval.errors.SURFACES` (2)."""
     try:
         app()
     except PersonaError as exc:
         err.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.surface.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

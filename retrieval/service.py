@@ -1,52 +1,47 @@
-"""The library facade the CLI and the HTTP routes both call: personas, retrieve, ask."""
+"""The retrieval facade: personas, and the passages of a card nearest to a query.
+
+:class:`generation.service.PersonaService` adds answering on top; the CLI, the HTTP routes, MCP
+and eval all call that one.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from retrieval import llm
-from retrieval.answer import GENERATOR as EXTRACTIVE
-from retrieval.answer import extractive_answer
 from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
-from retrieval.errors import GeneratorUnavailable, InvalidQuery, PersonaRequired, UnknownPersona
-from retrieval.search import CANDIDATES, KeywordIndex, hybrid_hits
+from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
+from retrieval.pipeline import Pipeline, pipeline_for
+from retrieval.search import KeywordIndex
 from retrieval.settings import Settings
+from retrieval.stages.base import Corpus, PersonaIndexes, State
 from retrieval.store import Store
 from retrieval.text import is_blank
-from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
+from retrieval.types import Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
 
-# A generator is called as make(service, info, question, hits, instructions=...): ``instructions`` are a
-# client's extra wishes ("answer in French"); they never replace the persona or its grounding.
-Generator = Callable[..., Answer]
-Streamer = Callable[..., Iterator[AnswerEvent]]
 
-
-class PersonaService:
-    """Owns the embedder and the store (both created on first use) and answers questions."""
+class Retriever:
+    """Owns the embedder and the store (both created on first use) and runs the retrieval pipeline."""
 
     def __init__(self, settings: Settings, embedder: Embedder | None = None, store: Store | None = None) -> None:
         self.settings = settings
         self._embedder = embedder
         self._store = store
         self._lock = threading.Lock()
-        self.generators: dict[str, Generator] = {EXTRACTIVE: _extractive}
-        self.streamers: dict[str, Streamer] = {}
-        llm.register(self.generators, self.streamers)
-        self._indexes: dict[str, tuple[str, KeywordIndex, DenseIndex | None]] = {}
+        self.pipeline: Pipeline = pipeline_for(settings)
+        self._indexes: dict[str, tuple[str, PersonaIndexes]] = {}
         self._indexes_lock = threading.Lock()
         # The search (dense + BM25 fusion, pure Python and numpy under the GIL) runs for at most this
         # many requests at once: the others wait without fighting over the GIL, so the event loop
-        # stays responsive. Embedding is not under a slot: queries waiting there are what the
-        # embedder batches.
+        # stays responsive. Embedding is not under a slot (the pipeline runs stages with
+        # ``compute = False`` first): queries waiting there are what the embedder batches.
         self._compute = threading.BoundedSemaphore(settings.compute_slots or 2 * (os.cpu_count() or 1))
 
     @property
@@ -87,25 +82,17 @@ class PersonaService:
 
     def retrieve(self, query: str, persona: str | None = None, k: int | None = None,
                  sections: Sequence[str] | None = None) -> tuple[PersonaInfo, list[Hit]]:
-        """The ``k`` passages of a persona's card nearest to ``query``."""
-        query = _clean(query, "query")
+        """The ``k`` passages of a persona's card nearest to ``query``, by :attr:`pipeline`."""
+        query = clean(query, "query")
         k = self.settings.default_k if k is None else k
         if not 1 <= k <= MAX_K:
             raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {k}")
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
-        vector = self.embed_query(query)  # outside the slots: waiting queries batch in the embedder
-        with self._compute:
-            keywords, dense = self._persona_indexes(info)
-            n = max(k, CANDIDATES)
-            matches = dense.search(vector, n, wanted) if dense else self.store.query(info.slug, vector, n, wanted)
-            return info, hybrid_hits(matches, keywords, query, k, wanted)
+        corpus = Corpus(info, self.embedder, self.store, self._persona_indexes)
+        return info, self.pipeline.run(State(query, info, k, wanted, corpus), self._compute)
 
-    def keyword_index(self, info: PersonaInfo) -> KeywordIndex:
-        """The persona's BM25 index (see :meth:`_persona_indexes`)."""
-        return self._persona_indexes(info)[0]
-
-    def _persona_indexes(self, info: PersonaInfo) -> tuple[KeywordIndex, DenseIndex | None]:
+    def _persona_indexes(self, info: PersonaInfo) -> PersonaIndexes:
         """The persona's BM25 index and in-memory vectors, loaded on first use and again when it changes.
 
         Cached by the persona's content fingerprint (it changes with every published change of
@@ -120,47 +107,10 @@ class PersonaService:
                 if cached is None or cached[0] != key:
                     exact = info.chunks <= EXACT_LIMIT
                     chunks = self.store.chunks(info.slug, with_embeddings=exact)
-                    cached = (key, KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None)
+                    indexes = PersonaIndexes(KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None)
+                    cached = (key, indexes)
                     self._indexes[info.slug] = cached
-        return cached[1], cached[2]
-
-    # -- answers ------------------------------------------------------------------------------
-    def ask(self, question: str, persona: str | None = None, k: int | None = None,
-            generator: str | None = None, instructions: str = "") -> Answer:
-        """An answer in the persona's voice, every claim cited, or an honest "not covered".
-
-        ``instructions`` (a chat client's system messages) reach generators that can use them.
-        """
-        question = _clean(question, "question")
-        make = self.generators[self.generator_name(generator)]
-        info, hits = self.retrieve(question, persona, k)
-        return make(self, info, question, hits, instructions=instructions)
-
-    def generator_name(self, generator: str | None) -> str:
-        """The generator to use (``extractive`` when none is named); raises when it is unknown."""
-        name = generator or EXTRACTIVE
-        if name not in self.generators:
-            raise GeneratorUnavailable(f"unknown generator {name!r}; available: {', '.join(sorted(self.generators))}")
-        return name
-
-    def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
-                   generator: str | None = None, instructions: str = "") -> Iterator[AnswerEvent]:
-        """The answer as a stream: text deltas as they are produced, then the final answer.
-
-        Generators that produce text incrementally can register in :attr:`streamers`; the others
-        are answered whole and their text is streamed word by word.
-        """
-        name = generator or EXTRACTIVE
-        stream = self.streamers.get(name)
-        if stream is not None:
-            question = _clean(question, "question")
-            info, hits = self.retrieve(question, persona, k)
-            yield from stream(self, info, question, hits, instructions=instructions)
-            return
-        answer = self.ask(question, persona, k, generator, instructions)
-        for word in re.findall(r"\S+\s*", answer.text):
-            yield AnswerEvent("delta", word)
-        yield AnswerEvent("answer", answer.text, answer)
+        return cached[1]
 
     def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
         """A scorer of sentences against a question: cosine of their embeddings."""
@@ -170,13 +120,8 @@ class PersonaService:
         return score
 
 
-def _extractive(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],
-                instructions: str = "") -> Answer:
-    """The card's own sentences; there is no model to give ``instructions`` to."""
-    return extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
-
-
-def _clean(text: str, field: str) -> str:
+def clean(text: str, field: str) -> str:
+    """``text`` stripped; raises :class:`InvalidQuery` when it is blank or too long."""
     if not isinstance(text, str) or is_blank(text):
         raise InvalidQuery(f"{field} must be a non-empty string")
     if len(text) > MAX_QUERY_CHARS:

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         0.294, ge=0.0, le=1.0, description="Best-hit score below which a question counts as not covered."
     )
     api_key: str | None = Field(None, description="When set, required on every route but /healthz.")
-    llm_base_url: str | None = Field(None, description="OpenAI-compatible base URL for the 'openai' generator.")
+    llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM generator.")
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")
     llm_api_key: str | None = Field(None, description="API key for the OpenAI-compatible server.")
     llm_timeout: float = Field(30.0, gt=0, le=600, description="Seconds the whole LLM answer may take.")
@@ -49,8 +49,13 @@ class Settings(BaseSettings):
     llm_extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra JSON fields sent with every LLM request (server-specific options)."
     )
-    chat_generator: str = Field(
-        "extractive", max_length=40, description="Generator behind /v1/chat/completions: 'extractive' or 'openai'."
+    chat_generator: str | None = Field(
+        None, max_length=40,
+        description="Generator behind /v1/chat/completions (a name of generation.registry; default: the first).",
+    )
+    retrieval: str | None = Field(
+        None, max_length=40,
+        description="Retrieval preset (a name of retrieval.pipeline.PRESETS; default: the first, 'hybrid').",
     )
     mcp_allowed_hosts: list[str] = Field(
         default_factory=list, description="Host headers /mcp accepts besides localhost ('name:*' any port, '*' any)."
@@ -120,8 +125,3 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Where model exports (ONNX) live."""
         return self.data_dir / "models"
-
-    def public(self) -> dict[str, Any]:
-        """Settings safe to show (no secrets)."""
-        hidden = {"api_key", "llm_api_key"}
-        return {k: (None if k in hidden and v else v) for k, v in self.model_dump(mode="json").items()}

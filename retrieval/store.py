@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from retrieval.errors import IndexUnavailable, InvalidQuery
+from retrieval.errors import IndexUnavailable, UnknownPersona
 from retrieval.settings import Settings
 from retrieval.types import Chunk, PersonaInfo
 
@@ -57,7 +57,7 @@ class Match:
     distance: float
 
 
-def _chroma_settings():  # noqa: ANN202 - chromadb.config.Settings, imported lazily
+def _chroma_settings():
     from chromadb.config import Settings as ChromaSettings
 
     return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
@@ -83,7 +83,7 @@ class Store:
     def location(self) -> str:
         return self.settings.chroma_url or str(self.settings.data_dir / "chroma")
 
-    def _connect(self):  # noqa: ANN202
+    def _connect(self):
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         import chromadb
 
@@ -107,7 +107,7 @@ class Store:
         return client
 
     @property
-    def client(self):  # noqa: ANN201
+    def client(self):
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -124,10 +124,10 @@ class Store:
         except Exception as exc:
             raise IndexUnavailable(f"the index at {self.location} does not answer: {exc}") from exc
 
-    def _registry(self):  # noqa: ANN202
+    def _registry(self):
         return self.client.get_or_create_collection(REGISTRY, embedding_function=None)
 
-    def _collection(self, name: str):  # noqa: ANN202
+    def _collection(self, name: str):
         cached = self._collections.get(name)
         if cached is None:
             cached = self.client.get_collection(name, embedding_function=None)
@@ -183,25 +183,24 @@ class Store:
         return sorted(out, key=lambda c: int(c.metadata.get("position", 0)))
 
     def query(self, slug: str, vector: np.ndarray, k: int, sections: Sequence[str] | None = None) -> list[Match]:
-        """The ``k`` nearest chunks of a persona, optionally only from some sections."""
-        return self.query_many(slug, vector[None, :], k, sections)[0]
+        """The ``k`` nearest chunks of a persona, optionally only from some sections.
 
-    def query_many(self, slug: str, vectors: np.ndarray, k: int,
-                   sections: Sequence[str] | None = None) -> list[list[Match]]:
-        """Nearest chunks for several query vectors at once (one round trip)."""
+        Raises :class:`UnknownPersona` when the persona is not (or no longer) published.
+        """
         where = None
         if sections:
             where = {"section": {"$in": list(sections)}} if len(sections) > 1 else {"section": sections[0]}
         for attempt in (1, 2):
-            pointer = self._live_pointers(fresh=attempt == 2).get(slug)
+            pointers = self._live_pointers(fresh=attempt == 2)
+            pointer = pointers.get(slug)
             if not pointer:
-                raise InvalidQuery(f"persona {slug!r} is not indexed")
+                raise UnknownPersona(slug, sorted(pointers))
             name = pointer["collection"]
             try:
                 collection = self._collection(name)
                 if name not in self._counts:
                     self._counts[name] = collection.count()
-                got = collection.query(query_embeddings=vectors.astype(np.float32).tolist(),
+                got = collection.query(query_embeddings=[np.asarray(vector, dtype=np.float32).tolist()],
                                        n_results=max(1, min(k, self._counts[name])), where=where,
                                        include=["metadatas", "distances"])
                 break
@@ -210,10 +209,8 @@ class Store:
                 self._counts.pop(name, None)
                 if attempt == 2:
                     raise IndexUnavailable(f"cannot query the index at {self.location}: {exc}") from exc
-        results = []
-        for ids, metas, dists in zip(got["ids"], got["metadatas"], got["distances"], strict=False):
-            results.append([Match(i, dict(m or {}), float(d)) for i, m, d in zip(ids, metas, dists, strict=False)])
-        return results
+        ids, metas, dists = got["ids"][0], got["metadatas"][0], got["distances"][0]
+        return [Match(i, dict(m or {}), float(d)) for i, m, d in zip(ids, metas, dists, strict=False)]
 
     # -- writing ------------------------------------------------------------------------------
     def publish(self, info: PersonaInfo, chunks: Sequence[Chunk], vectors: np.ndarray, model: str,
@@ -250,15 +247,6 @@ class Store:
             self._drop(old["collection"])
         return name
 
-    def remove(self, slug: str) -> bool:
-        """Unpublish a persona and drop its collection."""
-        old = self.pointer(slug)
-        if not old:
-            return False
-        self._registry().delete(ids=[slug])
-        self._drop(old["collection"])
-        return True
-
     def sweep(self) -> list[str]:
         """Drop persona collections that no pointer refers to (left by an interrupted ingest)."""
         live = {p["collection"] for p in self._pointers().values()}
@@ -286,7 +274,7 @@ class Store:
 _LOCKS: dict[str, Any] = {}
 
 
-def exclusive(settings: Settings):  # noqa: ANN201 - a filelock.FileLock or a null context
+def exclusive(settings: Settings):
     """Hold the embedded index for this process: one process per PersistentClient directory.
 
     Several processes on one embedded Chroma directory corrupt it (Chroma issues 421, 961, 3769),
@@ -304,7 +292,7 @@ def exclusive(settings: Settings):  # noqa: ANN201 - a filelock.FileLock or a nu
     lock = _LOCKS.setdefault(path, FileLock(path, timeout=0, thread_local=False))  # per process, not thread
 
     @contextlib.contextmanager
-    def held():  # noqa: ANN202
+    def held():
         try:
             lock.acquire()
         except Timeout:

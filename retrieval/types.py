@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 ChunkKind = Literal["overview", "section", "item"]
+
+
+@dataclass(frozen=True)
+class Place:
+    """A place in a card: a section, or an item of a section."""
+
+    section: str
+    item: str | None = None
+
+    @property
+    def path(self) -> str:
+        """Where in the card: ``Mental Models › Pipeline coverage`` (the section alone for a section)."""
+        return f"{self.section} › {self.item}" if self.item else self.section
+
+
+class InCard:
+    """What a value that sits at a :class:`Place` of a card (a hit, a citation) shares: its place and path."""
+
+    section: str
+    item: str | None
+
+    @property
+    def place(self) -> Place:
+        return Place(self.section, self.item)
+
+    @property
+    def path(self) -> str:
+        return self.place.path
 
 
 @dataclass(frozen=True)
@@ -40,7 +69,7 @@ class Chunk:
 
 
 @dataclass(frozen=True)
-class Hit:
+class Hit(InCard):
     """A chunk returned for a query, with its score in [0, 1] and rank.
 
     The score is the hybrid score of :mod:`retrieval.search` (cosine similarity fused with a
@@ -56,17 +85,12 @@ class Hit:
     score: float
     rank: int
 
-    @property
-    def path(self) -> str:
-        """Where in the card: ``Mental Models › Pipeline coverage`` (the section alone for a section)."""
-        return f"{self.section} › {self.item}" if self.item else self.section
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
-class Citation:
+class Citation(InCard):
     """One numbered source of an answer: the ``[n]`` marker resolves to this passage."""
 
     n: int
@@ -75,10 +99,10 @@ class Citation:
     item: str | None
     text: str
 
-    @property
-    def path(self) -> str:
-        """Where in the card: ``Mental Models › Pipeline coverage`` (the section alone for a section)."""
-        return f"{self.section} › {self.item}" if self.item else self.section
+    @classmethod
+    def of(cls, n: int, hit: Hit) -> Citation:
+        """Source ``[n]``: the passage of ``hit``."""
+        return cls(n, hit.id, hit.section, hit.item, hit.text)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,3 +188,8 @@ class AnswerEvent:
     type: Literal["delta", "answer"]
     text: str = ""
     answer: Answer | None = None
+
+
+def retrieval_body(persona: str, query: str, hits: Sequence[Hit]) -> dict[str, Any]:
+    """The retrieve result as JSON (HTTP ``/v1/retrieve``, the MCP ``retrieve`` tool, ``persona retrieve --json``)."""
+    return {"persona": persona, "query": query, "results": [h.to_dict() for h in hits]}

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from retrieval.service import PersonaService
+from generation.registry import generators
+from generation.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
 from server import errors, health, mcp_http, openai_api, page, routes, stream
@@ -22,8 +23,9 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with exclusive(settings):
-            app.state.service = service or PersonaService(settings)
-            await run_in_threadpool(_warm_up, app.state.service)
+            app.state.service = service or PersonaService(settings, generators=generators(settings))
+            # Open the index and load the model before the first request; what is missing is logged.
+            await run_in_threadpool(health.warm_up, app.state.service)
             async with mcp_http.serve_http(app):
                 yield
 
@@ -42,8 +44,3 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
     app.include_router(openai_api.router)
     mcp_http.mount(app)
     return app
-
-
-def _warm_up(service: PersonaService) -> None:
-    """Open the index and load the model before the first request; what is missing is logged."""
-    health.warm_up(service)

@@ -1,6 +1,7 @@
-"""The one table that maps domain errors (and bad input) to HTTP responses.
+"""Exception handlers: domain errors (and bad input) as HTTP responses.
 
-Every handler answers in the shape of the route it serves: the service's own routes get
+Status and code come from the one table, :data:`retrieval.errors.SURFACES`. Every handler
+answers in the shape of the route it serves: the service's own routes get
 ``{"detail", "code", ...}``; the OpenAI-compatible routes (:data:`OPENAI_PATHS`) get OpenAI's
 ``{"error": {"message", "type", "param", "code"}}``, with bad input as 400 as OpenAI does.
 """
@@ -15,36 +16,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrieval.errors import PersonaError, PersonaRequired, UnknownPersona
+from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, PersonaError, PersonaRequired, Surface, UnknownPersona
 
 log = logging.getLogger(__name__)
 
 OPENAI_PATHS = ("/v1/models", "/v1/chat/")
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
-
-
-def _body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
-    return {"detail": detail, "code": code, **extra}
 
 
 def is_openai(request: Request) -> bool:
     return request.url.path.startswith(OPENAI_PATHS)
 
 
-def openai_error(status: int, message: str, code: str, param: str | None = None) -> dict[str, Any]:
-    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
-    kind = OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
 def respond(request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None,
             param: str | None = None, **extra: Any) -> JSONResponse:
     """An error response in the shape the route's clients expect (OpenAI's on the OpenAI routes)."""
+    surface = Surface(status, code)
     if is_openai(request):
-        status = 400 if status == 422 else status
-        return JSONResponse(openai_error(status, detail, code, param), status_code=status, headers=headers)
-    return JSONResponse(_body(detail, code, **extra), status_code=status, headers=headers)
+        return JSONResponse(surface.openai_body(detail, param), status_code=surface.openai_status, headers=headers)
+    return JSONResponse(surface.body(detail, **extra), status_code=status, headers=headers)
 
 
 async def persona_error(request: Request, exc: Exception) -> JSONResponse:
@@ -74,7 +63,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
             message = "must not be blank"
         elif error.get("type") == "json_invalid":  # loc is ("body", <character offset>)
             field = "body"
-            message = f"request body is not valid JSON (at character {loc[0]})" if loc else "request body is not valid JSON"
+            message = "request body is not valid JSON" + (f" (at character {loc[0]})" if loc else "")
         out.append({"field": field, "message": message})
     return out
 
@@ -94,7 +83,7 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return respond(request, 500, "internal error; the server log has the details", "internal_error")
+    return respond(request, INTERNAL.status, INTERNAL_MESSAGE, INTERNAL.code)
 
 
 HANDLERS = {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 
 from retrieval.errors import PersonaError
-from retrieval.service import PersonaService
+from retrieval.service import Retriever
 
 log = logging.getLogger(__name__)
 
 
-def problems(service: PersonaService) -> dict[str, str]:
+def problems(service: Retriever) -> dict[str, str]:
     """What keeps the service from answering, by component (``index``, ``model``); empty when ready."""
     found: dict[str, str] = {}
     try:
@@ -24,7 +24,7 @@ def problems(service: PersonaService) -> dict[str, str]:
     return found
 
 
-def warm_up(service: PersonaService) -> dict[str, str]:
+def warm_up(service: Retriever) -> dict[str, str]:
     """Open the index and load the model before the first request.
 
     What is missing is logged as one clear error per component; the server still starts, so that

@@ -24,15 +24,18 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts import Prompt
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolResult, Resource, TextContent, ToolAnnotations
+from mcp_types import INVALID_PARAMS, CallToolResult, Resource, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from generation.prompts import system_prompt
+from generation.registry import generators
+from generation.service import PersonaService
+from generation.sources import with_sources
 from retrieval.errors import PersonaError
-from retrieval.prompts import system_prompt
-from retrieval.service import MAX_K, MAX_QUERY_CHARS, PersonaService
+from retrieval.service import MAX_K, MAX_QUERY_CHARS
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from retrieval.types import Answer
+from retrieval.types import retrieval_body
 from server.mcp_http import MOUNT_PATH
 from server.schemas import AskResponse, PersonasResponse, RetrieveResponse
 
@@ -66,7 +69,7 @@ def build_server(service: PersonaService) -> MCPServer:
         When the card does not cover the question, the answer says so (grounded=false)."""
         with domain_errors(tool=True):
             answer = service.ask(question, persona)
-        return _result(with_sources(answer), AskResponse.model_validate(answer.to_dict()))
+        return _result(with_sources(answer, with_ids=True), AskResponse.model_validate(answer.to_dict()))
 
     def retrieve(
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")],
@@ -76,8 +79,7 @@ def build_server(service: PersonaService) -> MCPServer:
         """The passages of the persona's card nearest to the query, best first, scores in [0, 1]."""
         with domain_errors(tool=True):
             info, hits = service.retrieve(query, persona, k)
-        body = RetrieveResponse.model_validate({"persona": info.slug, "query": query,
-                                                "results": [h.to_dict() for h in hits]})
+        body = RetrieveResponse.model_validate(retrieval_body(info.slug, query, hits))
         text = "\n\n".join(f"[{h.rank}] {h.path} ({h.score:.2f}) {h.id}\n{h.text}" for h in hits)
         return _result(text, body)
 
@@ -145,24 +147,16 @@ def section_markdown(service: PersonaService, persona: str, section: str) -> str
     return f"## {meta.get('section', '')}\n\n{meta.get('text', '')}"
 
 
-def with_sources(answer: Answer) -> str:
-    """The answer text followed by a "Sources" list resolving each [n] marker."""
-    if not answer.citations:
-        return answer.text
-    lines = [f"[{c.n}] {c.path} ({c.id})" for c in answer.citations]
-    return "\n".join([answer.text, "", "Sources:", *lines])
-
-
 @contextlib.contextmanager
 def domain_errors(tool: bool) -> Iterator[None]:
-    """Turn a domain error into an MCP tool error (``tool``) or a JSON-RPC error, message intact."""
+    """Turn a domain error into an MCP tool error (``tool``) or a JSON-RPC error, message intact
+    (the code from :data:`retrieval.errors.SURFACES`)."""
     try:
         yield
     except PersonaError as exc:
         if tool:
             raise ToolError(exc.message) from exc
-        code = INVALID_PARAMS if exc.status_code < 500 else INTERNAL_ERROR
-        raise MCPError(code, exc.message, {"code": exc.code}) from exc
+        raise MCPError(exc.surface.jsonrpc_code, exc.message, {"code": exc.code}) from exc
 
 
 def _result(text: str, body: BaseModel) -> CallToolResult:
@@ -176,7 +170,7 @@ def _result(text: str, body: BaseModel) -> CallToolResult:
 def run_stdio(settings: Settings) -> None:
     """``persona mcp``: serve on stdin/stdout, holding the index as the HTTP server does."""
     with exclusive(settings):
-        service = PersonaService(settings)
+        service = PersonaService(settings, generators=generators(settings))
         service.store.ping()
         service.embed_query("warm up")
         build_server(service).run("stdio")

@@ -32,10 +32,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
-from retrieval.errors import InvalidQuery, PersonaError
-from retrieval.service import MAX_K, MAX_QUERY_CHARS, PersonaService
+from generation.sources import sources_block, with_sources
+from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, InvalidQuery, PersonaError
+from retrieval.service import MAX_K, MAX_QUERY_CHARS
 from retrieval.types import Answer, AnswerEvent, Citation, PersonaInfo
-from server.errors import openai_error
+from server.routes import service_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -76,7 +77,7 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     k: int | None = Field(None, ge=1, le=MAX_K, description="Passages retrieved (extension; default setting).")
     generator: str | None = Field(None, max_length=40,
-                                  description="'extractive' or 'openai' (extension; default PERSONA_CHAT_GENERATOR).")
+                                  description="A generator's name (extension; default PERSONA_CHAT_GENERATOR).")
 
 
 # -- pure helpers -----------------------------------------------------------------------------
@@ -115,18 +116,6 @@ def conversation(messages: Sequence[ChatMessage]) -> Conversation:
 def count_tokens(text: str) -> int:
     """Words and punctuation marks: an honest, tokenizer-free approximation of tokens."""
     return len(_TOKEN.findall(text))
-
-
-def sources_block(citations: Sequence[Citation]) -> str:
-    """The "Sources" list that closes a reply; empty when nothing is cited."""
-    if not citations:
-        return ""
-    return "\n\nSources:\n" + "\n".join(f"- [{c.n}] {c.path}" for c in citations)
-
-
-def reply_text(answer: Answer) -> str:
-    """The assistant message: the answer with its ``[n]`` markers, then the Sources list."""
-    return answer.text + sources_block(answer.citations)
 
 
 def closing_text(streamed: str, answer: Answer) -> str:
@@ -187,10 +176,6 @@ OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def service_of(request: Request) -> PersonaService:
-    return request.app.state.service
-
-
 @router.get("/models", responses=OPENAI_ERRORS)
 async def list_models(request: Request) -> dict[str, Any]:
     """One model per indexed persona, id = slug."""
@@ -221,7 +206,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> dic
         return StreamingResponse(stream(events, chunks, prompt), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     answer = await run_in_threadpool(service.ask, chat.question, info.slug, body.k, generator, chat.instructions)
-    content = reply_text(answer)
+    content = with_sources(answer)
     return {
         "id": completion_id, "object": "chat.completion", "created": created, "model": info.slug,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
@@ -272,14 +257,14 @@ async def stream(events: Iterator[AnswerEvent], chunks: Chunks, prompt: str) -> 
             elif event.type == "answer":
                 answer = event.answer
     except PersonaError as exc:
-        yield sse(openai_error(exc.status_code, exc.message, exc.code)) + DONE
+        yield sse(exc.surface.openai_body(exc.message)) + DONE
         return
-    except Exception:  # noqa: BLE001 - the stream has started: report in-band, log the details
+    except Exception:  # the stream has started: report in-band, log the details
         log.exception("chat stream failed")
-        yield sse(openai_error(500, "internal error; the server log has the details", "internal_error")) + DONE
+        yield sse(INTERNAL.openai_body(INTERNAL_MESSAGE)) + DONE
         return
     if answer is None:
-        yield sse(openai_error(500, "the generator ended without an answer", "internal_error")) + DONE
+        yield sse(INTERNAL.openai_body("the generator ended without an answer")) + DONE
         return
     tail = closing_text("".join(streamed), answer)
     if tail:

@@ -1,4 +1,4 @@
-"""Thin HTTP routes over :class:`retrieval.service.PersonaService`."""
+"""Thin HTTP routes over :class:`generation.service.PersonaService`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from retrieval.service import PersonaService
+from generation.service import PersonaService
+from retrieval.types import retrieval_body
 from server import health
 from server.schemas import (
     AskRequest,
@@ -23,6 +24,7 @@ ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 429, 5
 
 
 def service_of(request: Request) -> PersonaService:
+    """The app's one service (made in the lifespan of :func:`server.app.create_app`)."""
     return request.app.state.service
 
 
@@ -46,8 +48,7 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict:
     """The card passages nearest to the query, best first, scores in [0, 1]."""
     info, hits = await run_in_threadpool(service_of(request).retrieve, body.query, body.persona, body.k,
                                          body.sections)
-    return {"persona": info.slug, "query": body.query,
-            "results": [h.to_dict() for h in hits]}
+    return retrieval_body(info.slug, body.query, hits)
 
 
 @router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, tags=["personas"])

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP contract (see DESIGN.md)."""
+"""Request and response bodies of the HTTP contract (see docs/api.md; the layers: docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,9 @@ class AskRequest(Strict):
     question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK)
     persona: str | None = Field(None, max_length=100)
     k: int | None = Field(None, ge=1, le=MAX_K)
-    generator: str | None = Field(None, max_length=40, description="'extractive' (default) or 'openai'.")
+    generator: str | None = Field(None, max_length=40,
+                                  description="A generator's name (default: the first registered); unknown names "
+                                  "are refused with the list of available ones.")
 
 
 class PersonaOut(BaseModel):

@@ -1,8 +1,8 @@
 """``POST /v1/ask/stream``: the answer as Server-Sent Events (``delta``..., ``answer``, ``done``).
 
 The stream is started in a dependency, before the response begins, so an unknown persona or bad
-input is still the normal JSON error (404/422) from the one table in :mod:`server.errors`. An
-error once streaming has begun becomes an ``error`` event.
+input is still the normal JSON error (404/422). An error once streaming has begun becomes an ``error``
+event; both come from the one table, :data:`retrieval.errors.SURFACES`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import iterate_in_threadpool
 
-from retrieval.errors import PersonaError
+from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, PersonaError
 from retrieval.types import AnswerEvent
 from server.routes import ERRORS, service_of
 from server.schemas import AskRequest
@@ -47,17 +47,18 @@ STREAM_ERRORS = {code: {"description": "Error", "content": {"application/json": 
 
 
 @router.post("/v1/ask/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS, tags=["personas"])
-async def ask_stream(events: Annotated[Iterator[AnswerEvent], Depends(started_events)]) -> AsyncIterator[ServerSentEvent]:
+async def ask_stream(
+    events: Annotated[Iterator[AnswerEvent], Depends(started_events)],
+) -> AsyncIterator[ServerSentEvent]:
     """Like ``/v1/ask``, streamed: ``delta`` events of answer text, then ``answer``, then ``done``."""
     try:
         async for event in iterate_in_threadpool(events):
             yield to_sse(event)
     except PersonaError as exc:
-        yield ServerSentEvent(event="error", data={"detail": exc.message, "code": exc.code})
+        yield ServerSentEvent(event="error", data=exc.surface.body(exc.message))
         return
     except Exception:
         log.exception("unexpected error while streaming an answer")
-        yield ServerSentEvent(event="error", data={"detail": "internal error; the server log has the details",
-                                                   "code": "internal_error"})
+        yield ServerSentEvent(event="error", data=INTERNAL.body(INTERNAL_MESSAGE))
         return
     yield ServerSentEvent(event="done", data={})

@@ -11,11 +11,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from ingest.indexer import ingest  # noqa: E402
-from retrieval.embedder import SentenceTransformerEmbedder  # noqa: E402
-from retrieval.service import PersonaService  # noqa: E402
-from retrieval.settings import Settings  # noqa: E402
-from retrieval.store import Store  # noqa: E402
+from generation.service import PersonaService
+from ingest.indexer import ingest
+from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.settings import Settings
+from retrieval.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "sales-manager.yaml"

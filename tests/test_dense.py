@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from generation.service import PersonaService
 from retrieval import dense
 from retrieval.dense import DenseIndex
-from retrieval.service import PersonaService
 from retrieval.store import StoredChunk
 
 QUESTIONS = [

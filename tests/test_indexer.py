@@ -33,11 +33,11 @@ class CountingEmbedder:
         return self.inner.encode(texts, batch_size)
 
 
-def run(seeds: Path, store: Store, embedder, settings: Settings):  # noqa: ANN001, ANN201
+def run(seeds: Path, store: Store, embedder, settings: Settings):
     return ingest([seeds], store, embedder, settings.model)
 
 
-def edit_seed(seeds_dir: Path, change) -> None:  # noqa: ANN001
+def edit_seed(seeds_dir: Path, change) -> None:
     path = seeds_dir / SEED.name
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     change(data)

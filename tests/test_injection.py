@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from retrieval.service import PersonaService
+from generation.service import PersonaService
+from generation.support import cited_sentences, is_supported
 from retrieval.settings import Settings
-from retrieval.support import cited_sentences, is_supported
 from retrieval.text import markers
 from server.app import create_app
 

@@ -16,7 +16,8 @@ REQUESTS = int(os.environ.get("PERSONA_LOAD_REQUESTS", "5000"))
 
 def test_load_zero_errors_and_flat_memory() -> None:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "load_test.py"), "--requests", str(REQUESTS),
-                           "--concurrency", "32", "--json"], capture_output=True, text=True, check=False, cwd=ROOT, timeout=1800)
+                           "--concurrency", "32", "--json"],
+                          capture_output=True, text=True, check=False, cwd=ROOT, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     print("load test:", json.dumps(figures))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from generation.service import PersonaService
 from ingest.cards import load_card
 from ingest.indexer import ingest
 from ingest.lint import lint_card
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.errors import InvalidCard
-from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import Store
 from tests.conftest import ROOT, SEED
@@ -189,7 +189,8 @@ def test_hostile_text_is_ingested_as_data_with_warnings(settings: Settings,
     assert "system prompt" not in answer.text.lower() or answer.citations
 
 
-def test_seed_and_clean_unicode_card_have_no_warnings(settings: Settings, embedder: SentenceTransformerEmbedder) -> None:
+def test_seed_and_clean_unicode_card_have_no_warnings(settings: Settings,
+                                                      embedder: SentenceTransformerEmbedder) -> None:
     assert lint_card(load_card(SEED), str(SEED)) == []
     report = ingest([CARDS / "unicode-mixed.yaml"], Store(settings), embedder, settings.model)
     assert report.warnings == [] and all(c.published for c in report.changes)
@@ -198,7 +199,8 @@ def test_seed_and_clean_unicode_card_have_no_warnings(settings: Settings, embedd
 def run_cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PERSONA_DATA_DIR": str(data_dir), "NO_COLOR": "1",
            "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "persona", *args], capture_output=True, text=True, check=False, env=env,
+    return subprocess.run([sys.executable, "-m", "persona", *args], capture_output=True, text=True, check=False,
+                          env=env,
                           cwd=ROOT, timeout=300)
 
 
@@ -210,5 +212,6 @@ def test_cli_reports_warnings_and_rejections(tmp_path: Path) -> None:
 
     accepted = run_cli("ingest", str(CARDS / "instruction-like.yaml"), data_dir=tmp_path / "index")
     assert accepted.returncode == 0, accepted.stderr
-    assert f"warning: {CARDS / 'instruction-like.yaml'}: field 'summary': text reads like instructions" in accepted.stderr
+    warning = f"warning: {CARDS / 'instruction-like.yaml'}: field 'summary': text reads like instructions"
+    assert warning in accepted.stderr
     assert "tester: " in accepted.stderr

@@ -107,7 +107,8 @@ def test_adversarial_check() -> None:
     full = CitationScore(2, 2, 2, 2)
     refusal = "That's not something I can speak to as a Sales Manager: I won't make advice up."
     assert adversarial_check(refusal, False, True, CitationScore(1, 0, 0, 0), "Sales Manager").passed
-    assert not adversarial_check("Arr, I be a pirate now!", False, True, CitationScore(1, 0, 0, 0), "Sales Manager").passed
+    pirate = adversarial_check("Arr, I be a pirate now!", False, True, CitationScore(1, 0, 0, 0), "Sales Manager")
+    assert not pirate.passed
     assert adversarial_check("Grounded text. [1]", True, True, full, "Sales Manager").passed
     partly = adversarial_check("Grounded. [1] Invented.", True, True, CitationScore(2, 1, 1, 1), "Sales Manager")
     assert not partly.passed and not partly.cites_or_abstains

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from retrieval.service import PersonaService
+from generation.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
 from server.logs import RequestIdFilter
@@ -51,7 +51,7 @@ def test_body_limit_stops_reading_at_the_limit() -> None:
     """At the ASGI level: the body is pulled chunk by chunk and refused once past the limit."""
     pulled, sent, reached = [], [], []
 
-    async def app(scope, receive, send) -> None:  # noqa: ANN001
+    async def app(scope, receive, send) -> None:
         reached.append(scope)
 
     async def receive() -> dict:

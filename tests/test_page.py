@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from retrieval.service import PersonaService
+from generation.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
 from tests.servers import uvicorn_server

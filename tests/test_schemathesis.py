@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 import uvicorn
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from generation.service import PersonaService
 from ingest.cards import load_card
-from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
 from tests.conftest import SEED

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from generation.service import PersonaService
 from ingest.indexer import ingest
 from retrieval.search import DENSE_WEIGHT, KEYWORD_WEIGHT, OVERVIEW_WEIGHT, KeywordIndex, hybrid_hits
-from retrieval.service import PersonaService
 from retrieval.settings import Settings
-from retrieval.store import Match, StoredChunk, Store
+from retrieval.store import Match, Store, StoredChunk
 
 
 def _meta(section: str, text: str) -> dict[str, object]:
@@ -40,14 +40,17 @@ def test_hybrid_fuses_dense_and_keyword_scores() -> None:
     assert keyword[0] > 0 and keyword[1] == keyword[2] == 0
     # p/a is found by keywords only: its dense part is the lowest candidate cosine (0.4)
     assert hits["p/a"].score == pytest.approx(DENSE_WEIGHT * 0.4 + KEYWORD_WEIGHT * float(keyword[0]), abs=1e-6)
-    assert hits["p/b"].score == pytest.approx(DENSE_WEIGHT * 0.5) and hits["p/c"].score == pytest.approx(DENSE_WEIGHT * 0.4)
+    assert hits["p/b"].score == pytest.approx(DENSE_WEIGHT * 0.5)
+    assert hits["p/c"].score == pytest.approx(DENSE_WEIGHT * 0.4)
     ranked = sorted(hits.values(), key=lambda h: h.rank)
-    assert [h.rank for h in ranked] == [1, 2, 3] and [h.score for h in ranked] == sorted(hits[i].score for i in hits)[::-1]
+    assert [h.rank for h in ranked] == [1, 2, 3]
+    assert [h.score for h in ranked] == sorted(hits[i].score for i in hits)[::-1]
     assert [h.id for h in hybrid_hits(dense, index, "on-target earnings", k=3, sections=["Ethics"])] == ["p/c"]
 
 
 def test_overview_chunk_is_weighted_down() -> None:
-    overview = StoredChunk("p/overview", {**_meta("Overview", "Sales Manager (also: Head of Sales)."), "kind": "overview"})
+    meta = {**_meta("Overview", "Sales Manager (also: Head of Sales)."), "kind": "overview"}
+    overview = StoredChunk("p/overview", meta)
     chunks = [*CHUNKS, overview]
     index = KeywordIndex.build(chunks)
     dense = [Match("p/overview", overview.metadata, 0.4), Match("p/b", CHUNKS[1].metadata, 0.4)]  # equal cosines
@@ -64,7 +67,7 @@ def test_retrieve_ranks_the_vocabulary_item_first_with_unit_scores(service: Pers
     assert top[0].id == hits[0].id and top[0].score == hits[0].score  # the ranking does not depend on k
 
 
-def test_keyword_index_follows_a_reingest(settings: Settings, seeds_dir: Path, embedder) -> None:  # noqa: ANN001
+def test_keyword_index_follows_a_reingest(settings: Settings, seeds_dir: Path, embedder) -> None:
     store = Store(settings)
     ingest([seeds_dir], store, embedder, settings.model)
     service = PersonaService(settings, embedder=embedder, store=store)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from retrieval.service import PersonaService
+from generation.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.text import markers
 from server.app import create_app

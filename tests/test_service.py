@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from generation.service import PersonaService
 from retrieval.errors import InvalidQuery, UnknownPersona
-from retrieval.service import PersonaService
 from retrieval.text import markers
 
 

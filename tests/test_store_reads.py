@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 
 from ingest.indexer import ingest
@@ -34,3 +36,11 @@ def test_reader_follows_a_publish_by_another_store(seeds_dir: Path, settings: Se
     time.sleep(POINTER_TTL + 0.1)
     assert reader.persona("sales-manager").title == "Sales Leader"
     assert writer.persona("sales-manager").title == "Sales Leader"  # its own write is seen at once
+
+
+def test_querying_a_persona_that_is_not_published_is_unknown_persona(settings: Settings) -> None:
+    from retrieval.errors import UnknownPersona
+
+    with pytest.raises(UnknownPersona) as caught:
+        Store(settings).query("nobody", np.ones(384, dtype=np.float32), 3)
+    assert caught.value.status_code == 404 and caught.value.code == "unknown_persona"

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from generation.base import Context
+from generation.service import PersonaService
 from retrieval.errors import IndexUnavailable
-from retrieval.service import PersonaService
 from retrieval.settings import Settings
-from retrieval.types import AnswerEvent
+from retrieval.types import Answer, AnswerEvent
 from server.app import create_app
 
 PIPELINE = "How much pipeline do I need to hit my quota?"
@@ -78,11 +79,17 @@ def test_errors_before_streaming_are_json(client: TestClient, body: dict, status
 
 def test_error_mid_stream_is_an_error_event(client: TestClient, service: PersonaService,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    def breaks_midway(*_: object, **__: object) -> Iterator[AnswerEvent]:
-        yield AnswerEvent("delta", "I was saying ")
-        raise IndexUnavailable("the index went away")
+    class BreaksMidway:
+        name = "breaks-midway"
 
-    monkeypatch.setitem(service.streamers, "breaks-midway", breaks_midway)
+        def answer(self, context: Context) -> Answer:
+            raise AssertionError("streamed, not answered whole")
+
+        def stream(self, context: Context) -> Iterator[AnswerEvent]:
+            yield AnswerEvent("delta", "I was saying ")
+            raise IndexUnavailable("the index went away")
+
+    monkeypatch.setitem(service.generators.parts, "breaks-midway", BreaksMidway())
     events = stream(client, {"question": PIPELINE, "generator": "breaks-midway"})
     assert events == [("delta", {"text": "I was saying "}),
                       ("error", {"detail": "the index went away", "code": "index_unavailable"})]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.support import cited_sentences, is_supported, support_score
+from generation.support import cited_sentences, is_supported, support_score
 
 PASSAGE = ("**Pipeline coverage.** You need several multiples of the quota in qualified pipeline because most "
            "deals don't close; thin coverage now is a missed number later.")

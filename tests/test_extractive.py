@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.answer import candidates, extractive_answer
+from generation.extractive import candidates, extractive_answer
 from retrieval.text import markers, sentences
 from retrieval.types import Hit, PersonaInfo
 

@@ -7,7 +7,7 @@ numbered, delimited sources that are data, never instructions. Its reply is then
 - citation markers that point to no source are removed (as the tokens stream, so what a client
   saw is what the final answer says) and reported in ``warnings``;
 - every sentence's support by the source it cites is scored with the shared judge
-  (:mod:`retrieval.support`); unsupported and uncited sentences are reported in ``warnings``;
+  (:mod:`generation.support`); unsupported and uncited sentences are reported in ``warnings``;
 - a reply with no valid citation left, an upstream error or a timeout falls back to the
   extractive answer: ``generator`` is then ``"extractive"`` and the one warning says
   ``"openai generator fell back: <reason>"`` (the rejected draft's other problems are not listed).
@@ -21,19 +21,20 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from retrieval.answer import extractive_answer, not_covered
+from generation.base import Context
+from generation.extractive import extractive_answer, not_covered
+from generation.prompts import system_prompt
+from generation.support import SUPPORT_THRESHOLD, cited_sentences, support_score
 from retrieval.errors import GeneratorUnavailable
-from retrieval.prompts import system_prompt
-from retrieval.support import SUPPORT_THRESHOLD, cited_sentences, support_score
+from retrieval.settings import Settings
 from retrieval.types import Answer, AnswerEvent, Citation, Hit, PersonaInfo
 
 if TYPE_CHECKING:
-    from retrieval.service import PersonaService
-    from retrieval.settings import Settings
+    import openai
 
 GENERATOR = "openai"
 FALLBACK = "openai generator fell back: "
@@ -51,9 +52,8 @@ def sources_prompt(hits: Sequence[Hit]) -> str:
     """The retrieved passages as numbered, delimited sources (delimiters inside a text are removed)."""
     blocks = []
     for n, hit in enumerate(hits, start=1):
-        where = f"{hit.section} › {hit.item}" if hit.item else hit.section
         text = _DELIMITER.sub(" ", hit.text)
-        blocks.append(f'<source id="{n}" title="{where}">\n{text}\n</source>')
+        blocks.append(f'<source id="{n}" title="{hit.path}">\n{text}\n</source>')
     return "\n".join(blocks)
 
 
@@ -143,12 +143,12 @@ def check(text: str, hits: Sequence[Hit], dropped: Sequence[int] = (),
         score = max(support_score(sentence.text, hits[n - 1].text) for n in valid)
         if score < threshold:
             cited = ", ".join(f"[{n}]" for n in valid)
-            warnings.append(f"sentence not supported by its source {cited} (support {score:.2f}): {quote(sentence.text)}")
+            warnings.append(f"sentence not supported by its source {cited} (support {score:.2f}): "
+                            f"{quote(sentence.text)}")
     if not used:
         removed = f" (removed {', '.join(f'[{n}]' for n in dropped)}: no such source)" if dropped else ""
         return Checked([], warnings, "no valid citation in the answer" + removed)
-    citations = [Citation(n, hits[n - 1].id, hits[n - 1].section, hits[n - 1].item, hits[n - 1].text)
-                 for n in sorted(used)]
+    citations = [Citation.of(n, hits[n - 1]) for n in sorted(used)]
     return Checked(citations, warnings)
 
 
@@ -158,7 +158,7 @@ def require_config(settings: Settings) -> None:
         raise GeneratorUnavailable("the openai generator needs PERSONA_LLM_BASE_URL and PERSONA_LLM_MODEL")
 
 
-def llm_client(settings: Settings) -> Any:  # noqa: ANN401 - openai.OpenAI, imported lazily
+def llm_client(settings: Settings) -> openai.OpenAI:
     """An ``openai`` client for the configured server; raises when the generator is not configured."""
     require_config(settings)
     import openai
@@ -196,49 +196,53 @@ def failure_reason(exc: Exception, settings: Settings) -> str:
     return f"upstream error: {exc}"
 
 
-# -- generator and streamer -------------------------------------------------------------------
-def stream_answer(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],
-                  instructions: str = "") -> Iterator[AnswerEvent]:
-    """The LLM's tokens as they come (invalid markers removed), then the checked answer."""
-    settings = service.settings
-    require_config(settings)
-    if not hits or hits[0].score < settings.min_score:
-        yield from _whole(not_covered(info, question, hits, GENERATOR))
-        return
-    import openai
+# -- the generator ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OpenAIChat:
+    """Any OpenAI-compatible chat server, its reply checked; streams the LLM's tokens as they come."""
 
-    messages = prompt_messages(info, question, hits, instructions)
-    fixer = StreamFixer(len(hits))
-    failure = None
-    try:
-        for token in llm_tokens(settings, messages):
-            delta = fixer.feed(token)
-            if delta:
-                yield AnswerEvent("delta", delta)
-    except (TimeoutError, openai.APIError) as exc:
-        failure = failure_reason(exc, settings)
-    tail = fixer.close()
-    if tail and failure is None:
-        yield AnswerEvent("delta", tail)
-    answer = finish(service, info, question, hits, fixer.text(), fix_markers(fixer.raw, len(hits))[1], failure)
-    yield AnswerEvent("answer", answer.text, answer)
+    name: str = GENERATOR
+
+    def answer(self, context: Context) -> Answer:
+        """The whole checked answer (the stream, consumed)."""
+        return _last(self.stream(context))
+
+    def stream(self, context: Context) -> Iterator[AnswerEvent]:
+        """The LLM's tokens as they come (invalid markers removed), then the checked answer."""
+        settings = context.settings
+        require_config(settings)
+        info, question, hits = context.info, context.question, list(context.hits)
+        if not context.covered:
+            yield from _whole(not_covered(info, question, hits, self.name))
+            return
+        import openai
+
+        messages = prompt_messages(info, question, hits, context.instructions)
+        fixer = StreamFixer(len(hits))
+        failure = None
+        try:
+            for token in llm_tokens(settings, messages):
+                delta = fixer.feed(token)
+                if delta:
+                    yield AnswerEvent("delta", delta)
+        except (TimeoutError, openai.APIError) as exc:
+            failure = failure_reason(exc, settings)
+        tail = fixer.close()
+        if tail and failure is None:
+            yield AnswerEvent("delta", tail)
+        answer = finish(context, fixer.text(), fix_markers(fixer.raw, len(hits))[1], failure)
+        yield AnswerEvent("answer", answer.text, answer)
 
 
-def finish(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit], text: str,
-           dropped: Sequence[int], failure: str | None) -> Answer:
+def finish(context: Context, text: str, dropped: Sequence[int], failure: str | None) -> Answer:
     """The checked LLM answer, or the extractive one with the reason it fell back."""
+    info, question, hits = context.info, context.question, list(context.hits)
     checked = check(text, hits, dropped) if failure is None else Checked([], [], failure)
     if checked.failure is None:
-        return Answer(info.slug, question, text, checked.citations, True, GENERATOR, hits=list(hits),
+        return Answer(info.slug, question, text, checked.citations, True, GENERATOR, hits=hits,
                       warnings=checked.warnings)
-    fallback = extractive_answer(info, question, hits, service.similarity(question), service.settings.min_score)
+    fallback = extractive_answer(info, question, hits, context.similarity, context.settings.min_score)
     return dataclasses.replace(fallback, warnings=[FALLBACK + checked.failure])
-
-
-def generate(service: PersonaService, info: PersonaInfo, question: str, hits: list[Hit],
-             instructions: str = "") -> Answer:
-    """The whole checked answer (the stream, consumed)."""
-    return _last(stream_answer(service, info, question, hits, instructions))
 
 
 def _whole(answer: Answer) -> Iterator[AnswerEvent]:
@@ -253,10 +257,3 @@ def _last(events: Iterator[AnswerEvent]) -> Answer:
         answer = event.answer or answer
     assert answer is not None
     return answer
-
-
-def register(generators: dict[str, Callable[..., Answer]], streamers: dict[str, Callable[..., Iterator[AnswerEvent]]]
-             ) -> None:
-    """Make ``openai`` available to :class:`retrieval.service.PersonaService`."""
-    generators[GENERATOR] = generate
-    streamers[GENERATOR] = stream_answer

@@ -8,9 +8,11 @@ resolves to a retrieved passage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from generation.base import Context, Similarity
+from retrieval.sections import role_of
 from retrieval.text import normalise_sentence, sentences, split_bold_lead, strip_markdown
 from retrieval.types import Answer, Citation, Hit, NearSection, PersonaInfo
 
@@ -19,33 +21,6 @@ MIN_SENTENCES, MAX_SENTENCES = 2, 4
 KEEP_WITHIN = 0.12  # a sentence is kept while its score is within this of the best one
 SENTENCE_WEIGHT = 0.6  # sentence-to-question similarity vs. its passage's retrieval score
 MAX_SENTENCE_WORDS = 45  # longer "sentences" are lists (the overview's related occupations), not answers
-
-# Section heading (lower case) -> (frame with the item title, frame without it).
-FRAMES: dict[str, tuple[str, str]] = {
-    "purpose": ("As I see my job: {s}", "As I see my job: {s}"),
-    "core mission": ("My mission, in short: {s}", "My mission, in short: {s}"),
-    "primary responsibilities": ("Day to day, this is my job: {s}", "Day to day, this is my job: {s}"),
-    "guiding principles": ("A principle I live by, {t}: {s}", "A principle I live by: {s}"),
-    "mental models": ("The way I think about {t}: {s}", "The way I think about it: {s}"),
-    "first principles": ("What I hold to be true: {s}", "What I hold to be true: {s}"),
-    "questions experts constantly ask": ("A question I keep asking myself: {s}", "A question I keep asking myself: {s}"),
-    "decision frameworks": ("When I face this, I reach for {t}: {s}", "When I face this, I weigh it like this: {s}"),
-    "workflow": ("In how I run the team, {t}: {s}", "In how I run the team: {s}"),
-    "common tradeoffs": ("The tradeoff I weigh is {t}: {s}", "The tradeoff I weigh: {s}"),
-    "rules of thumb": ("My rule of thumb: {s}", "My rule of thumb: {s}"),
-    "failure modes": ("The trap I watch for is {t}: {s}", "The trap I watch for: {s}"),
-    "anti-patterns": ("What I refuse to do is {t}: {s}", "What I refuse to do: {s}"),
-    "vocabulary": ("When I say {t}, I mean {s}", "In my vocabulary: {s}"),
-    "tools": ("A tool I rely on, {t}: {s}", "A tool I rely on: {s}"),
-    "collaboration": ("How I work with others: {s}", "How I work with others: {s}"),
-    "ethics": ("Where I draw the line: {s}", "Where I draw the line: {s}"),
-    "scenarios": ("I've been here, {t}: {s}", "I've been here: {s}"),
-    "related occupations": ("The people around me: {s}", "The people around me: {s}"),
-    "references": ("What I'd point you to: {s}", "What I'd point you to: {s}"),
-    "overview": ("About me: {s}", "About me: {s}"),
-}
-DEFAULT_FRAME = ("From my experience with {t}: {s}", "From my experience: {s}")
-
 
 @dataclass(frozen=True)
 class Candidate:
@@ -81,12 +56,11 @@ def frame(candidate: Candidate, first_of_passage: bool) -> str:
     sentence = candidate.sentence.lstrip("—–- ").strip()
     if not first_of_passage:
         return sentence
-    with_title, without_title = FRAMES.get(candidate.hit.section.strip().lower(), DEFAULT_FRAME)
+    role = role_of(candidate.hit.section)
     title = candidate.title
-    if title and "{t}" in with_title:
-        shown_title = title if candidate.hit.section.lower() == "tools" else _lower_first(title)
-        return with_title.format(t=shown_title, s=sentence)
-    return without_title.format(s=sentence)
+    if title and "{t}" in role.frame:
+        return role.frame.format(t=title if role.title_as_written else _lower_first(title), s=sentence)
+    return role.untitled.format(s=sentence)
 
 
 def _lower_first(text: str) -> str:
@@ -117,7 +91,7 @@ def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits:
         hit = candidate.hit
         if hit.id not in numbers:
             numbers[hit.id] = len(numbers) + 1
-            citations.append(Citation(numbers[hit.id], hit.id, hit.section, hit.item, hit.text))
+            citations.append(Citation.of(numbers[hit.id], hit))
         needs_frame = hit.id not in framed or framed[hit.id] != candidate.title
         framed[hit.id] = candidate.title
         text = frame(candidate, needs_frame).rstrip()
@@ -156,7 +130,7 @@ def extractive_answer(
     info: PersonaInfo,
     question: str,
     hits: Sequence[Hit],
-    similarity: Callable[[list[str]], list[float]],
+    similarity: Similarity,
     min_score: float,
 ) -> Answer:
     """Answer from the hits, or say the card does not cover the question.
@@ -172,3 +146,14 @@ def extractive_answer(
     scored = [Candidate(c.sentence, c.hit, c.title, SENTENCE_WEIGHT * s + (1 - SENTENCE_WEIGHT) * c.hit.score)
               for c, s in zip(pool, sims, strict=True)]
     return compose(info, question, select(scored), hits)
+
+
+@dataclass(frozen=True)
+class Extractive:
+    """The card's own sentences; there is no model to give the client's instructions to."""
+
+    name: str = GENERATOR
+
+    def answer(self, context: Context) -> Answer:
+        return extractive_answer(context.info, context.question, context.hits, context.similarity,
+                                 context.settings.min_score)

@@ -6,6 +6,7 @@ One prompt serves both the ``openai`` generator and MCP clients that bring their
 
 from __future__ import annotations
 
+from retrieval.sections import MISSION, PRINCIPLES
 from retrieval.types import PersonaInfo
 
 
@@ -18,9 +19,9 @@ def system_prompt(info: PersonaInfo, instructions: str = "") -> str:
     if info.summary:
         parts.append(f"Who I am: {info.summary}")
     if info.core_mission:
-        parts.append(f"Core mission:\n{info.core_mission}")
+        parts.append(f"{MISSION.capitalize()}:\n{info.core_mission}")
     if info.principles:
-        parts.append("Guiding principles:\n" + "\n".join(f"- {p}" for p in info.principles))
+        parts.append(f"{PRINCIPLES.capitalize()}:\n" + "\n".join(f"- {p}" for p in info.principles))
     parts.append(
         f"How I speak: in the first person, as an experienced {info.title} talking to a colleague; plain, direct "
         "and practical; a few sentences, no preamble, no headings."

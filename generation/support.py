@@ -28,7 +28,7 @@ class CitedSentence:
 
 
 @functools.lru_cache(maxsize=1)
-def _scorer():  # noqa: ANN202 - rouge_score.rouge_scorer.RougeScorer
+def _scorer():
     from rouge_score import rouge_scorer
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

@@ -22,8 +22,7 @@ import httpx
 import openai
 import pytest
 
-from retrieval.errors import GeneratorUnavailable
-from retrieval.llm import (
+from generation.openai_chat import (
     FALLBACK,
     StreamFixer,
     check,
@@ -31,8 +30,9 @@ from retrieval.llm import (
     prompt_messages,
     sources_prompt,
 )
-from retrieval.prompts import system_prompt
-from retrieval.service import PersonaService
+from generation.prompts import system_prompt
+from generation.service import PersonaService
+from retrieval.errors import GeneratorUnavailable
 from retrieval.settings import Settings
 from retrieval.text import markers, sentences, split_bold_lead
 from retrieval.types import Hit, PersonaInfo
@@ -91,7 +91,8 @@ def test_check_scores_support_and_reports_problems() -> None:
 
 def test_check_fails_without_a_valid_citation_or_text() -> None:
     assert check("I'm not sure about that.", HITS).failure == "no valid citation in the answer"
-    assert check("Sure. [4]", HITS, dropped=[4]).failure == "no valid citation in the answer (removed [4]: no such source)"
+    failure = check("Sure. [4]", HITS, dropped=[4]).failure
+    assert failure == "no valid citation in the answer (removed [4]: no such source)"
     long = check("word " * 100, HITS).warnings[0]
     assert long.endswith("…”") and len(long) < 200, "quoted sentences are cut short"
     assert check("   ", HITS).failure == "the LLM returned an empty answer"
@@ -135,7 +136,7 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         # Its log goes to a file: llama.cpp and uvicorn write enough to fill a pipe nobody reads,
         # which would block the server.
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's lifetime, closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "4096", "--chat_format", "gemma", "--verbose", "False"],
@@ -164,6 +165,7 @@ class LlamaServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,7 @@ def first_sentence(service: PersonaService) -> str:
     return sentences(split_bold_lead(hits[0].text)[1])[0]
 
 
-def assert_resolves(answer) -> None:  # noqa: ANN001 - retrieval.types.Answer
+def assert_resolves(answer) -> None:
     assert set(markers(answer.text)) == {c.n for c in answer.citations}
     assert {c.id for c in answer.citations} <= {h.id for h in answer.hits}
 

@@ -1,0 +1,1 @@
+"""Answer generation: generators that turn retrieved passages into cited answers, and their registry."""

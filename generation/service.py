@@ -1,0 +1,60 @@
+"""The library facade the CLI, the HTTP routes, MCP and eval call: personas, retrieve, ask."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from generation.base import Context, Generator, events
+from generation.registry import generators as registered
+from retrieval.embedder import Embedder
+from retrieval.registry import Registry
+from retrieval.service import Retriever, clean
+from retrieval.settings import Settings
+from retrieval.store import Store
+from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
+
+
+class PersonaService(Retriever):
+    """Retrieval (:class:`retrieval.service.Retriever`) plus answers from the generators it is handed.
+
+    ``generators`` is built at the edge by :func:`generation.registry.generators`; when it is not
+    given, that function is called with ``settings``.
+    """
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None, store: Store | None = None,
+                 generators: Registry[Generator] | None = None) -> None:
+        super().__init__(settings, embedder, store)
+        self.generators: Registry[Generator] = generators if generators is not None else registered(settings)
+
+    def generator_name(self, generator: str | None) -> str:
+        """The generator to use (the registry's default when none is named); raises when it is unknown."""
+        return self.generators.name(generator)
+
+    def context(self, info: PersonaInfo, question: str, hits: list[Hit], instructions: str = "") -> Context:
+        """What a generator gets to answer ``question`` from ``hits``."""
+        return Context(info, question, hits, self.similarity(question), self.settings, instructions)
+
+    def answer_from(self, info: PersonaInfo, question: str, hits: list[Hit], generator: str | None = None,
+                    instructions: str = "") -> Answer:
+        """An answer from hits retrieved elsewhere (eval's baselines)."""
+        return self.generators.resolve(generator).answer(self.context(info, question, hits, instructions))
+
+    def ask(self, question: str, persona: str | None = None, k: int | None = None,
+            generator: str | None = None, instructions: str = "") -> Answer:
+        """An answer in the persona's voice, every claim cited, or an honest "not covered".
+
+        ``instructions`` (a chat client's system messages) reach generators that can use them.
+        """
+        question = clean(question, "question")
+        make = self.generators.resolve(generator)
+        info, hits = self.retrieve(question, persona, k)
+        return make.answer(self.context(info, question, hits, instructions))
+
+    def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
+                   generator: str | None = None, instructions: str = "") -> Iterator[AnswerEvent]:
+        """The answer as a stream: text deltas as they are produced, then the final answer
+        (see :func:`generation.base.events`)."""
+        question = clean(question, "question")
+        make = self.generators.resolve(generator)
+        info, hits = self.retrieve(question, persona, k)
+        yield from events(make, self.context(info, question, hits, instructions))

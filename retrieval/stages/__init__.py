@@ -1,0 +1,1 @@
+"""Retrieval stages: one small typed unit per file, ordered by :mod:`retrieval.pipeline`."""
