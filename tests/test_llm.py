@@ -37,7 +37,7 @@ from retrieval.settings import Settings
 from retrieval.text import markers, sentences, split_bold_lead
 from retrieval.types import Hit, PersonaInfo
 from server.app import create_app
-from tests.servers import free_socket, uvicorn_server
+from bench.servers import free_socket, uvicorn_server
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 K = 2  # few sources: a short prompt keeps the tiny model fast on a busy CPU

@@ -22,7 +22,7 @@ from retrieval.store import Store
 from retrieval.text import markers
 from server.app import create_app
 from tests.conftest import ROOT, SEED
-from tests.servers import uvicorn_server
+from bench.servers import uvicorn_server
 
 pytestmark = pytest.mark.anyio
 

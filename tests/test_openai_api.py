@@ -15,7 +15,7 @@ from retrieval.text import markers
 from server.app import create_app
 from retrieval.types import Answer, Citation
 from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up, sources_block
-from tests.servers import uvicorn_server
+from bench.servers import uvicorn_server
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 

@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
-from tests.servers import uvicorn_server
+from bench.servers import uvicorn_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
