@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -33,6 +34,7 @@ from bench.stats import summary_ms
 
 FIELDS = {"/v1/retrieve": "query", "/v1/ask": "question"}
 WRK_MARK = "BENCH-WRK "
+WRK_STOPPED = "BENCH-WRK-STOPPED"  # the script's thread stopped after its requests: wrk's main thread needs a SIGINT
 WRK_CAP_SECONDS = 900  # the longest a request-counted wrk run may take
 
 
@@ -124,7 +126,11 @@ end
 if limit > 0 then
   function response(status, headers, body)
     received = received + 1
-    if received >= limit then wrk.thread:stop() end
+    if received == limit then
+      io.write("{WRK_STOPPED}\\n")
+      io.flush()
+      wrk.thread:stop()
+    end
   end
 end
 
@@ -163,11 +169,26 @@ def run_wrk(base_url: str, plan: LoadPlan, questions: Sequence[str]) -> LoadResu
     with tempfile.TemporaryDirectory(prefix="persona-wrk-") as folder:
         script = Path(folder) / "load.lua"
         script.write_text(wrk_script(plan, questions))
-        done = subprocess.run(wrk_command(base_url, plan, script), capture_output=True, text=True,
-                              timeout=WRK_CAP_SECONDS + 60, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr[-2000:]}")
-    return parse_wrk(done.stdout, plan)
+        with subprocess.Popen(wrk_command(base_url, plan, script), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as process:
+            output, errors = _wait_for_wrk(process, plan)
+    if process.returncode != 0:
+        raise RuntimeError(f"wrk exited with {process.returncode}: {errors[-2000:]}")
+    return parse_wrk(output, plan)
+
+
+def _wait_for_wrk(process: subprocess.Popen, plan: LoadPlan) -> tuple[str, str]:
+    """wrk's stdout and stderr. wrk's main thread sleeps for the whole ``-d``: when the script has stopped
+    its thread after ``plan.requests`` responses, a SIGINT ends the sleep and wrk prints its results."""
+    lines = []
+    if plan.requests and process.stdout is not None:
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith(WRK_STOPPED):
+                process.send_signal(signal.SIGINT)
+                break
+    output, errors = process.communicate(timeout=WRK_CAP_SECONDS + 60)
+    return "".join(lines) + output, errors
 
 
 # -- the fallback: raw sockets ------------------------------------------------------------------
