@@ -123,11 +123,11 @@ def serve_and_load(settings: Any, questions: Sequence[str], options: BenchOption
                    log: Log) -> dict[str, Any]:
     """The HTTP part: every level, the path costs, and the server's RSS idle and under load."""
     log(f"HTTP under load ({generator()}) ...")
-    with persona_server(settings.data_dir, seeds_dir=settings.seeds_dir, log=work / "serve.log") as server:
-        with RssSampler(server.pid) as sampler:
-            idle = sampler.samples[0]
-            http = http_levels(server, questions, options, log)
-            costs = path_costs(server, questions, options.seconds, log)
+    with (persona_server(settings.data_dir, seeds_dir=settings.seeds_dir, log=work / "serve.log") as server,
+          RssSampler(server.pid) as sampler):
+        idle = sampler.samples[0]
+        http = http_levels(server, questions, options, log)
+        costs = path_costs(server, questions, options.seconds, log)
     return {"http": http, "path_cost": costs, "rss_mb": {"idle": round(idle, 1), "under_load": sampler.highest}}
 
 

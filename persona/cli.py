@@ -232,7 +232,7 @@ def export_onnx_command(
 @app.command("bench")
 def bench_command(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Work folder (default: a temporary one).")] = None,
-    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (default 1 4 16 64).")] = None,
+    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (1 4 16 64).")] = None,
     seconds: Annotated[float, typer.Option(help="Seconds of load per level and endpoint.")] = 5.0,
     queries: Annotated[int, typer.Option(help="In-process questions per method.")] = 200,
     cold_starts: Annotated[int, typer.Option(help="Cold starts to time (the median is checked).")] = 3,
@@ -240,7 +240,7 @@ def bench_command(
     scale_out: Annotated[bool, typer.Option(help="Also 1 vs 2 workers on a Chroma server.")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON results file.")] = Path("bench.json"),
 ) -> None:
-    """Benchmark in-process and HTTP speed, the cores' limit, cold start and memory; print a table (docs/benchmarks.md)."""
+    """Benchmark in-process and HTTP speed, the cores' limit, cold start and memory; print a table."""
     from bench.run import BenchOptions, run_bench
 
     options = BenchOptions(concurrency=concurrency or [1, 4, 16, 64], seconds=seconds, queries=queries,

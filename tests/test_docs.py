@@ -50,4 +50,4 @@ def test_the_readme_is_a_front_door() -> None:
 
 def test_slugs_follow_github() -> None:
     assert slug("Streaming: `POST /v1/ask/stream`") == "streaming-post-v1askstream"
-    assert slug("Fluent answers through an LLM (`openai` generator)") == "fluent-answers-through-an-llm-openai-generator"
+    assert slug("An LLM (`openai` generator)") == "an-llm-openai-generator"

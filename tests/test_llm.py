@@ -22,6 +22,7 @@ import httpx
 import openai
 import pytest
 
+from bench.servers import free_socket, uvicorn_server
 from retrieval.errors import GeneratorUnavailable
 from retrieval.llm import (
     FALLBACK,
@@ -37,7 +38,6 @@ from retrieval.settings import Settings
 from retrieval.text import markers, sentences, split_bold_lead
 from retrieval.types import Hit, PersonaInfo
 from server.app import create_app
-from bench.servers import free_socket, uvicorn_server
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 K = 2  # few sources: a short prompt keeps the tiny model fast on a busy CPU
@@ -91,7 +91,8 @@ def test_check_scores_support_and_reports_problems() -> None:
 
 def test_check_fails_without_a_valid_citation_or_text() -> None:
     assert check("I'm not sure about that.", HITS).failure == "no valid citation in the answer"
-    assert check("Sure. [4]", HITS, dropped=[4]).failure == "no valid citation in the answer (removed [4]: no such source)"
+    failure = check("Sure. [4]", HITS, dropped=[4]).failure
+    assert failure == "no valid citation in the answer (removed [4]: no such source)"
     long = check("word " * 100, HITS).warnings[0]
     assert long.endswith("…”") and len(long) < 200, "quoted sentences are cut short"
     assert check("   ", HITS).failure == "the LLM returned an empty answer"
@@ -135,7 +136,7 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         # Its log goes to a file: llama.cpp and uvicorn write enough to fill a pipe nobody reads,
         # which would block the server.
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - the server writes to it for its whole life
         self.process = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
              "--port", str(self.port), "--n_ctx", "4096", "--chat_format", "gemma", "--verbose", "False"],
@@ -194,7 +195,7 @@ def first_sentence(service: PersonaService) -> str:
     return sentences(split_bold_lead(hits[0].text)[1])[0]
 
 
-def assert_resolves(answer) -> None:  # noqa: ANN001 - retrieval.types.Answer
+def assert_resolves(answer) -> None:  # answer: retrieval.types.Answer
     assert set(markers(answer.text)) == {c.n for c in answer.citations}
     assert {c.id for c in answer.citations} <= {h.id for h in answer.hits}
 

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 
+from bench.servers import uvicorn_server
 from ingest.indexer import ingest
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.service import PersonaService
@@ -22,7 +23,6 @@ from retrieval.store import Store
 from retrieval.text import markers
 from server.app import create_app
 from tests.conftest import ROOT, SEED
-from bench.servers import uvicorn_server
 
 pytestmark = pytest.mark.anyio
 
@@ -135,7 +135,7 @@ async def test_unknown_persona_is_an_error_listing_the_slugs(client: Client) -> 
         await client.get_prompt("speak_as", {"persona": "astronaut"})
     with pytest.raises(MCPError, match="available personas: sales-manager"):
         await client.read_resource("persona://astronaut/purpose")
-    with pytest.raises(MCPError, match="unknown section 'cooking'.*persona://sales-manager/purpose"):
+    with pytest.raises(MCPError, match=r"unknown section 'cooking'.*persona://sales-manager/purpose"):
         await client.read_resource("persona://sales-manager/cooking")
 
 

@@ -8,14 +8,14 @@ import httpx
 import openai
 import pytest
 
+from bench.servers import uvicorn_server
 from retrieval.errors import InvalidQuery
 from retrieval.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.text import markers
-from server.app import create_app
 from retrieval.types import Answer, Citation
+from server.app import create_app
 from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up, sources_block
-from bench.servers import uvicorn_server
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 
@@ -31,7 +31,7 @@ def client(base_url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key="any-key", max_retries=0, timeout=120)
 
 
-def ask(client: openai.OpenAI, *messages: dict[str, str]):  # noqa: ANN201 - openai ChatCompletion
+def ask(client: openai.OpenAI, *messages: dict[str, str]):  # -> openai ChatCompletion
     return client.chat.completions.create(model="sales-manager", messages=list(messages))
 
 

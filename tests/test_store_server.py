@@ -56,11 +56,11 @@ def test_two_api_workers_answer_from_one_chroma_server(ingested: subprocess.Comp
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--workers", "2",
                "--host", "127.0.0.1", "--port", str(port)]
-    with running(command, f"{base}/healthz", env={**env, "PYTHONPATH": str(ROOT)}, timeout=300):
-        with httpx.Client(base_url=base, timeout=60) as client:
-            answers = [client.post("/v1/ask", json={"question": "How much pipeline do I need to hit quota?"})
-                       for _ in range(6)]
-            hits = client.post("/v1/retrieve", json={"query": "forecast accuracy", "k": 3}).json()["results"]
+    with (running(command, f"{base}/healthz", env={**env, "PYTHONPATH": str(ROOT)}, timeout=300),
+          httpx.Client(base_url=base, timeout=60) as client):
+        answers = [client.post("/v1/ask", json={"question": "How much pipeline do I need to hit quota?"})
+                   for _ in range(6)]
+        hits = client.post("/v1/retrieve", json={"query": "forecast accuracy", "k": 3}).json()["results"]
     for answer in answers:
         assert answer.status_code == 200, answer.text
         body = answer.json()
