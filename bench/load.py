@@ -7,8 +7,9 @@ percentiles as one JSON line that :func:`parse_wrk` reads.
 
 Without wrk, the fallback is a raw-socket asyncio client in this process: requests are plain HTTP/1.1
 bytes written on keep-alive connections and responses are read by Content-Length, with no HTTP
-library, so each request costs the client some tens of microseconds of one core (an httpx client
-costs several times that and took a large share of the server's two cores).
+library. Against a stub server on the 2-core development machine the client's CPU per request was
+about 0.07 ms for wrk (Lua body building included), 0.3 ms for this fallback and 3 ms for an httpx
+client (which took a large share of the server's two cores in earlier benchmarks).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def latency_targets(results: dict[str, Any], path: str) -> list[dict[str, Any]]:
     if one:
         floor, extra = results["in_process"][IN_PROCESS[path]]["p50"], HTTP_OVERHEAD_MS[path]
         checks.append(_check(f"{path} p50 at c=1 <= in-process + {extra} ms",
-                             f"{one['p50']} ms vs {floor} ms (+{one['p50'] - floor:.2f} ms)",
+                             f"{one['p50']} ms vs {floor} ms ({one['p50'] - floor:+.2f} ms)",
                              one["p50"] <= floor + extra))
     cap = results["limit"].get(path)
     if sixteen and cap:

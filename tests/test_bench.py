@@ -33,7 +33,7 @@ def test_bench_prints_every_row_and_writes_json(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     env.pop("PERSONA_RATE_LIMIT", None)  # the bench turns the rate limit off for its server itself
     levels = [arg for c in LEVELS for arg in ("-c", str(c))]
-    done = subprocess.run([sys.executable, "-m", "persona", "bench", *levels, "--seconds", "1", "--queries", "10",
+    done = subprocess.run([sys.executable, "-m", "persona", "bench", *levels, "--seconds", "2", "--queries", "10",
                            "--cold-starts", "1", "--data-dir", str(tmp_path / "work"), "-o", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
