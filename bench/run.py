@@ -26,13 +26,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import report
 from bench.load import LoadPlan, generator, run_load
 from bench.questions import bench_questions
 from bench.servers import ROOT, Served, free_port, persona_server, serve_command, serve_env, stop, wait_until_up
 from bench.stats import RssSampler
+
+if TYPE_CHECKING:  # the retrieval stack is imported when the run starts, not with the command line
+    from retrieval.settings import Settings
 
 Log = Callable[[str], None]
 SEED = ROOT / "seeds" / "sales-manager.yaml"
@@ -71,7 +74,7 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def prepare(settings: Any, log: Log) -> None:
+def prepare(settings: Settings, log: Log) -> None:
     """The ONNX export and the index of the seed card, built in this process before anything is timed."""
     from ingest.indexer import ingest
     from retrieval.embedder import OnnxEmbedder, ensure_onnx, onnx_folder
@@ -119,7 +122,7 @@ def cold_start(data_dir: Path, seeds_dir: Path) -> float:
         stop(process)
 
 
-def serve_and_load(settings: Any, questions: Sequence[str], options: BenchOptions, work: Path,
+def serve_and_load(settings: Settings, questions: Sequence[str], options: BenchOptions, work: Path,
                    log: Log) -> dict[str, Any]:
     """The HTTP part: every level, the path costs, and the server's RSS idle and under load."""
     log(f"HTTP under load ({generator()}) ...")
@@ -131,7 +134,7 @@ def serve_and_load(settings: Any, questions: Sequence[str], options: BenchOption
     return {"http": http, "path_cost": costs, "rss_mb": {"idle": round(idle, 1), "under_load": sampler.highest}}
 
 
-def optional_parts(settings: Any, questions: Sequence[str], options: BenchOptions, work: Path,
+def optional_parts(settings: Settings, questions: Sequence[str], options: BenchOptions, work: Path,
                    log: Log) -> dict[str, Any]:
     """Ingest throughput (``cards`` > 0) and scale-out, when asked for."""
     from bench.scale import ingest_throughput, scale_out
