@@ -44,7 +44,7 @@ PATH_COST_CONCURRENCY = 16
 
 @dataclass
 class BenchOptions:
-    """What to run; the defaults are the full run of issue 14 (about three minutes on two cores)."""
+    """What to run; the defaults are the full run of issue 14 (under five minutes on two cores)."""
 
     concurrency: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
     seconds: float = 5.0  # per load level
