@@ -100,6 +100,7 @@ def scale_out(settings: Settings, embedder: Embedder, seed_card: Path, questions
             command = [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--workers",
                        str(workers), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
             with running(command, f"{base}/healthz", env=env, log=work / "uvicorn.log", timeout=300):
+                run_load(base, LoadPlan("/v1/retrieve", 4, requests=8 * workers), questions)  # warm every worker
                 for c in (1, 16):
                     row = run_load(base, LoadPlan("/v1/retrieve", c, seconds=seconds), questions).as_dict()
                     log(f"  {workers} worker(s), c={c}: p50 {row['p50']} ms, {row['rps']} requests/s")
