@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install serve test eval bench clean
+.PHONY: install serve test eval bench clean wrk
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,9 @@ $(VENV)/.installed: pyproject.toml
 serve: install
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False MALLOC_ARENA_MAX=2 $(BIN)/persona serve --host $(HOST) --port $(PORT)
 
-test: install
+# The load tests and `persona bench` drive the server with wrk (Debian package), installed here when missing;
+# without it (no root, no apt) they fall back to bench/load.py's raw-socket client.
+test: install wrk
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m pytest
 
 eval: install
@@ -28,6 +30,10 @@ eval: install
 clean:
 	rm -rf $(VENV) .persona .pytest_cache
 
-# BENCH_ARGS="--cards 20 --requests 200" for a quick run; see README "Benchmarks"
-bench: install
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk) \
+		|| echo "wrk not installed: the load generator falls back to its raw-socket client (docs/benchmarks.md)"
+
+# BENCH_ARGS="--seconds 2 -c 1 -c 16" for a quick run; see docs/benchmarks.md
+bench: install wrk
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona bench --output bench.json $(BENCH_ARGS)

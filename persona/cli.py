@@ -244,17 +244,19 @@ def export_onnx_command(
 @app.command("bench")
 def bench_command(
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Work folder (default: a temporary one).")] = None,
-    cards: Annotated[int, typer.Option(help="Synthetic cards for the ingest benchmark (0 skips it).")] = 200,
-    requests: Annotated[int, typer.Option(help="HTTP requests per concurrency level.")] = 400,
-    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (1 4 16 32).")] = None,
-    scale_out: Annotated[bool, typer.Option(help="Also 1 vs 2 workers on a Chroma server.")] = True,
+    concurrency: Annotated[list[int] | None, typer.Option("--concurrency", "-c", help="Levels (1 4 16 64).")] = None,
+    seconds: Annotated[float, typer.Option(help="Seconds of load per level and endpoint.")] = 5.0,
+    queries: Annotated[int, typer.Option(help="In-process questions per method.")] = 200,
+    cold_starts: Annotated[int, typer.Option(help="Cold starts to time (the median is checked).")] = 3,
+    cards: Annotated[int, typer.Option(help="Synthetic cards for the ingest benchmark (0 skips it).")] = 0,
+    scale_out: Annotated[bool, typer.Option(help="Also 1 vs 2 workers on a Chroma server.")] = False,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON results file.")] = Path("bench.json"),
 ) -> None:
-    """Benchmark the floor, HTTP latency under load, cold start, memory and ingest; print a table."""
-    from eval.bench import BenchOptions, run_bench
+    """Benchmark in-process and HTTP speed, the cores' limit, cold start and memory; print a table."""
+    from bench.run import BenchOptions, run_bench
 
-    options = BenchOptions(cards=cards, requests=requests, concurrency=concurrency or [1, 4, 16, 32],
-                           scale_out=scale_out, work_dir=data_dir)
+    options = BenchOptions(concurrency=concurrency or [1, 4, 16, 64], seconds=seconds, queries=queries,
+                           cold_starts=cold_starts, cards=cards, scale_out=scale_out, work_dir=data_dir)
     report = run_bench(options, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     output.write_text(json.dumps(report, indent=2))
     out.print(report["table"], highlight=False, markup=False, soft_wrap=True)

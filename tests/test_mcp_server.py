@@ -15,6 +15,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 
 from generation.service import PersonaService
+from bench.servers import uvicorn_server
 from ingest.indexer import ingest
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.settings import Settings
@@ -22,7 +23,6 @@ from retrieval.store import Store
 from retrieval.text import markers
 from server.app import create_app
 from tests.conftest import ROOT, SEED
-from tests.servers import uvicorn_server
 
 pytestmark = pytest.mark.anyio
 

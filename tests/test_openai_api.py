@@ -10,13 +10,13 @@ import pytest
 
 from generation.service import PersonaService
 from generation.sources import sources_block
+from bench.servers import uvicorn_server
 from retrieval.errors import InvalidQuery
 from retrieval.settings import Settings
 from retrieval.text import markers
 from retrieval.types import Answer, Citation
 from server.app import create_app
-from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up
-from tests.servers import uvicorn_server
+from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up, sources_block
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 

@@ -22,6 +22,7 @@ import httpx
 import openai
 import pytest
 
+from bench.servers import free_socket, uvicorn_server
 from generation.openai_chat import (
     FALLBACK,
     StreamFixer,
@@ -37,7 +38,6 @@ from retrieval.settings import Settings
 from retrieval.text import markers, sentences, split_bold_lead
 from retrieval.types import Hit, PersonaInfo
 from server.app import create_app
-from tests.servers import free_socket, uvicorn_server
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 K = 2  # few sources: a short prompt keeps the tiny model fast on a busy CPU

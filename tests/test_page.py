@@ -18,10 +18,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from bench.servers import uvicorn_server
 from generation.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
-from tests.servers import uvicorn_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"

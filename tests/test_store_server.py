@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from eval.servers import chroma_server, free_port, running
+from bench.servers import chroma_server, free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSONA = [sys.executable, "-m", "persona"]

@@ -1,0 +1,53 @@
+"""In-process costs: ``PersonaService.retrieve`` and ``ask`` per query, and the embedder per query in batches.
+
+The service is built as the server builds it (ONNX export behind the batching and caching embedders);
+every timed question is new to its cache, as under load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.stats import summary_ms
+from retrieval.embedder import OnnxEmbedder, onnx_folder
+from generation.service import PersonaService
+from retrieval.settings import Settings
+
+
+def timed_ms(call: Callable[[str], object], texts: Sequence[str]) -> list[float]:
+    """Milliseconds of ``call(text)`` for each text, one at a time."""
+    spent = []
+    for text in texts:
+        start = time.perf_counter()
+        call(text)
+        spent.append((time.perf_counter() - start) * 1000)
+    return spent
+
+
+def unique(questions: Sequence[str], n: int, tag: str) -> list[str]:
+    """``n`` questions no cache has seen (the ``tag`` differs per use)."""
+    return [f"{questions[i % len(questions)]} #{tag}-{i}" for i in range(n)]
+
+
+def service_costs(settings: Settings, questions: Sequence[str], n: int) -> dict[str, dict[str, float]]:
+    """p50, p99 and mean ms of ``retrieve`` and ``ask`` over ``n`` new questions each (after a warm-up)."""
+    service = PersonaService(settings)
+    for text in unique(questions, 10, "warm"):
+        service.ask(text)
+    return {"retrieve": summary_ms(timed_ms(service.retrieve, unique(questions, n, "inproc-r"))),
+            "ask": summary_ms(timed_ms(service.ask, unique(questions, n, "inproc-a")))}
+
+
+def embed_cost(settings: Settings, questions: Sequence[str], batch: int = 16, batches: int = 20) -> dict[str, Any]:
+    """Core-milliseconds the embedder spends per query: one onnxruntime thread, batches of ``batch`` new questions."""
+    embedder = OnnxEmbedder(onnx_folder(settings.models_dir, settings.model), settings.model, threads=1)
+    embedder.encode(unique(questions, batch, "embed-warm"))
+    texts = unique(questions, batch * batches, "embed")
+    start = time.perf_counter()
+    for i in range(0, len(texts), batch):
+        embedder.encode(texts[i:i + batch], batch)
+    per_query = (time.perf_counter() - start) * 1000 / len(texts)
+    single = summary_ms(timed_ms(lambda t: embedder.encode([t]), unique(questions, batch, "embed-one")))
+    return {"batch": batch, "threads": 1, "ms_per_query": round(per_query, 2), "one_at_a_time_p50": single["p50"]}

@@ -1,0 +1,124 @@
+"""What a bench run means: the cores' limit per endpoint, the targets of issue 14, and the printed table."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+ENDPOINTS = ("/v1/retrieve", "/v1/ask")
+IN_PROCESS = {"/v1/retrieve": "retrieve", "/v1/ask": "ask"}
+HTTP_OVERHEAD_MS = {"/v1/retrieve": 1.0, "/v1/ask": 1.5}  # allowed over in-process at concurrency 1
+RSS_TARGET_MB = 350
+COLD_START_TARGET_S = 2.0
+
+
+def http_row(results: dict[str, Any], path: str, concurrency: int) -> dict[str, Any] | None:
+    return next((r for r in results["http"] if r["path"] == path and r["concurrency"] == concurrency), None)
+
+
+def limit(path_rps: float, embed_ms: float, cores: int) -> dict[str, float]:
+    """Requests/s the cores allow: min(1000 / path_ms, cores x 1000 / (path_ms + embed_ms)).
+
+    ``path_ms`` is the cost of one request without the embedder (``1000 / path_rps``, the same question
+    at concurrency 16, embedding cached); ``embed_ms`` the embedder's core-ms per query in batches."""
+    path_ms = 1000 / path_rps
+    path_bound, cores_bound = 1000 / path_ms, cores * 1000 / (path_ms + embed_ms)
+    return {"path_ms": round(path_ms, 2), "embed_ms": embed_ms, "cores": cores, "path_bound": round(path_bound, 1),
+            "cores_bound": round(cores_bound, 1), "rps": round(min(path_bound, cores_bound), 1)}
+
+
+def limits(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    embed_ms, cores = results["embedder"]["ms_per_query"], results["machine"]["cores"]
+    return {path: limit(row["rps"], embed_ms, cores) for path, row in results["path_cost"].items() if row["rps"]}
+
+
+def _check(target: str, value: str, met: bool) -> dict[str, Any]:
+    return {"target": target, "value": value, "met": bool(met)}
+
+
+def latency_targets(results: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """p50 at concurrency 1 against in-process; at 16: requests/s against the limit, p99 against 16 / rps."""
+    checks = []
+    one, sixteen = http_row(results, path, 1), http_row(results, path, 16)
+    if one:
+        floor, extra = results["in_process"][IN_PROCESS[path]]["p50"], HTTP_OVERHEAD_MS[path]
+        checks.append(_check(f"{path} p50 at c=1 <= in-process + {extra} ms",
+                             f"{one['p50']} ms vs {floor} ms ({one['p50'] - floor:+.2f} ms)",
+                             one["p50"] <= floor + extra))
+    cap = results["limit"].get(path)
+    if sixteen and cap:
+        checks.append(_check(f"{path} requests/s at c=16 >= 0.8 x limit",
+                             f"{sixteen['rps']} / {cap['rps']} = {sixteen['rps'] / cap['rps']:.2f} x",
+                             sixteen["rps"] >= 0.8 * cap["rps"]))
+    if sixteen and sixteen["rps"]:
+        implied = 16_000 / sixteen["rps"]
+        checks.append(_check(f"{path} p99 at c=16 <= 2 x 16 / requests/s",
+                             f"{sixteen['p99']} ms vs 2 x {implied:.1f} ms", sixteen["p99"] <= 2 * implied))
+    return checks
+
+
+def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it is met, from the numbers of one run."""
+    checks = [c for path in ENDPOINTS for c in latency_targets(results, path)]
+    runs = results["http"] + list(results["path_cost"].values())
+    errors = sum(r["errors"] for r in runs)
+    checks.append(_check("no errors", f"{errors} errors in {sum(r['requests'] for r in runs)} requests", errors == 0))
+    cold = statistics.median(results["cold_start_s"])
+    checks.append(_check(f"cold start to first answer <= {COLD_START_TARGET_S:g} s", f"{cold:.2f} s (median)",
+                         cold <= COLD_START_TARGET_S))
+    rss = results["rss_mb"]
+    checks.append(_check(f"serving RSS under load <= {RSS_TARGET_MB} MB ({results['machine']['model']})",
+                         f"{rss['under_load']} MB (idle {rss['idle']} MB)", rss["under_load"] <= RSS_TARGET_MB))
+    if "ingest" in results:
+        ing = results["ingest"]
+        checks.append(_check("ingest >= 0.8 x raw encode (same backend)",
+                             f"{ing['ingest_chunks_per_s']} / {ing['raw_texts_per_s']} = {ing['ratio']:.2f} x",
+                             ing["ratio"] >= 0.8))
+    return checks
+
+
+def _row(name: str, p50: object = "", p99: object = "", rps: object = "", errors: object = "") -> str:
+    return f"| {name} | {p50} | {p99} | {rps} | {errors} |"
+
+
+def measure_rows(results: dict[str, Any]) -> list[str]:
+    rows = [_row(f"in-process PersonaService.{name} (new question each)", s["p50"], s["p99"],
+                 round(1000 / s["mean"], 1) if s["mean"] else "")
+            for name, s in results["in_process"].items()]
+    emb = results["embedder"]
+    rows.append(_row(f"embedder per query, batches of {emb['batch']} on {emb['threads']} thread "
+                     f"(one at a time: p50 {emb['one_at_a_time_p50']} ms)", emb["ms_per_query"]))
+    rows += [_row(f"HTTP {r['path']} c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"])
+             for r in results["http"]]
+    rows += [_row(f"path cost {path} (same question, c={r['concurrency']}): {results['limit'][path]['path_ms']} ms",
+                  r["p50"], r["p99"], r["rps"], r["errors"])
+             for path, r in results["path_cost"].items() if path in results["limit"]]
+    for path, cap in results["limit"].items():
+        rows.append(_row(f"limit {path} = min(1000 / {cap['path_ms']}, {cap['cores']} x 1000 / ({cap['path_ms']} + "
+                         f"{cap['embed_ms']}))", "", "", cap["rps"]))
+    for path in ENDPOINTS:
+        sixteen, cap = http_row(results, path, 16), results["limit"].get(path)
+        if sixteen and cap:
+            rows.append(_row(f"{path} c=16 / limit", "", "", f"{sixteen['rps'] / cap['rps']:.2f} x"))
+    rows += [_row(f"scale-out {r['workers']} worker(s) x {r['embed_threads']} threads, {r['path']} "
+                  f"c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"])
+             for r in results.get("scale_out", [])]
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    """The results as markdown: a header line, the measures, then the targets."""
+    m = results["machine"]
+    loads = " -> ".join(", ".join(f"{v:.1f}" for v in m[k]) for k in ("load_average_at_start", "load_average_at_end"))
+    lines = [f"{m['date']}; {m['cores']} cores ({m['cpu']}); model {m['model']}; load generator {m['generator']}; "
+             f"load average {loads}", "",
+             "| measure | p50 ms | p99 ms | requests/s | errors |", "|---|---|---|---|---|", *measure_rows(results), "",
+             f"cold start to first answer (s): {results['cold_start_s']}; server RSS: idle {results['rss_mb']['idle']}"
+             f" MB, highest under load {results['rss_mb']['under_load']} MB"]
+    if "ingest" in results:
+        ing = results["ingest"]
+        lines.append(f"ingest: {ing['cards']} cards, {ing['chunks']} chunks in {ing['ingest_seconds']} s = "
+                     f"{ing['ingest_chunks_per_s']} chunks/s; raw ONNX encode {ing['raw_texts_per_s']} texts/s")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'NO'} |" for t in results["targets"]]
+    return "\n".join(lines)

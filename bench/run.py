@@ -1,0 +1,178 @@
+"""One ``persona bench`` run: in-process costs, HTTP under load, the cores' limit, cold start, memory.
+
+In order:
+
+1. in-process ``PersonaService.retrieve`` / ``ask`` per query, and the embedder's cost per query in batches
+   (one onnxruntime thread, so milliseconds are core-milliseconds);
+2. ``persona serve`` (rate limit off, ``MALLOC_ARENA_MAX=2`` as ``make serve``) under the load generator
+   (:mod:`bench.load`): every concurrency level for ``/v1/retrieve`` and ``/v1/ask`` with a new question
+   per request, then each endpoint's path cost (the same question at concurrency 16: embedding cached);
+   the server's RSS is sampled throughout;
+3. cold start: process start to the first answered ``/v1/ask`` over the existing index;
+4. optionally ingest throughput on synthetic cards and scale-out (:mod:`bench.scale`).
+
+The limit and the targets are derived from the numbers of the same run (:mod:`bench.report`).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import report
+from bench.load import LoadPlan, generator, run_load
+from bench.questions import bench_questions
+from bench.servers import ROOT, Served, free_port, persona_server, serve_command, serve_env, stop, wait_until_up
+from bench.stats import RssSampler
+
+if TYPE_CHECKING:  # the retrieval stack is imported when the run starts, not with the command line
+    from retrieval.settings import Settings
+
+Log = Callable[[str], None]
+SEED = ROOT / "seeds" / "sales-manager.yaml"
+PATH_COST_CONCURRENCY = 16
+
+
+@dataclass
+class BenchOptions:
+    """What to run; the defaults are the full run of issue 14 (under five minutes on two cores)."""
+
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
+    seconds: float = 5.0  # per load level
+    queries: int = 200  # in-process questions per method
+    cold_starts: int = 3
+    cards: int = 0  # synthetic cards for the ingest part (0: skipped)
+    scale_out: bool = False
+    work_dir: Path | None = None
+    seed: int = 8
+
+
+def machine(settings_model: str) -> dict[str, Any]:
+    from retrieval.embedder import cpu_count
+
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "cores": cpu_count(),
+            "cpu": cpu_name(), "python": sys.version.split()[0], "model": settings_model,
+            "generator": generator(), "load_average_at_start": os.getloadavg()}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor string."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def prepare(settings: Settings, log: Log) -> None:
+    """The ONNX export and the index of the seed card, built in this process before anything is timed."""
+    from ingest.indexer import ingest
+    from retrieval.embedder import OnnxEmbedder, ensure_onnx, onnx_folder
+    from retrieval.store import Store
+
+    log("preparing: ONNX export and the seed index ...")
+    ensure_onnx(settings.model, settings.models_dir, "onnx")
+    ingest([SEED], Store(settings), OnnxEmbedder(onnx_folder(settings.models_dir, settings.model)), settings.model)
+
+
+def http_levels(server: Served, questions: Sequence[str], options: BenchOptions, log: Log) -> list[dict[str, Any]]:
+    """Every endpoint at every concurrency level, a new question per request."""
+    rows = []
+    for path in report.ENDPOINTS:
+        run_load(server.url, LoadPlan(path, 4, requests=40), questions)  # warm: indexes loaded, sessions made
+        for c in options.concurrency:
+            row = run_load(server.url, LoadPlan(path, c, seconds=options.seconds), questions).as_dict()
+            log(f"  {path} c={c}: p50 {row['p50']} ms, p99 {row['p99']} ms, {row['rps']} requests/s, "
+                f"{row['errors']} errors")
+            rows.append(row)
+    return rows
+
+
+def path_costs(server: Served, questions: Sequence[str], seconds: float, log: Log) -> dict[str, dict[str, Any]]:
+    """Each endpoint with the same question at concurrency 16: the HTTP and search path without the embedder."""
+    costs = {}
+    for path in report.ENDPOINTS:
+        plan = LoadPlan(path, PATH_COST_CONCURRENCY, seconds=seconds, unique=False)
+        costs[path] = run_load(server.url, plan, questions).as_dict()
+        log(f"  {path} same question c={PATH_COST_CONCURRENCY}: {costs[path]['rps']} requests/s")
+    return costs
+
+
+def cold_start(data_dir: Path, seeds_dir: Path) -> float:
+    """Seconds from process start to the first 200 on ``/v1/ask`` (existing index, no ingest)."""
+    port = free_port()
+    start = time.perf_counter()
+    process = subprocess.Popen(serve_command(data_dir, port), env={**os.environ, **serve_env(seeds_dir)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/v1/ask", process, timeout=120,
+                      body={"question": "What is pipeline coverage?"})
+        return round(time.perf_counter() - start, 3)
+    finally:
+        stop(process)
+
+
+def serve_and_load(settings: Settings, questions: Sequence[str], options: BenchOptions, work: Path,
+                   log: Log) -> dict[str, Any]:
+    """The HTTP part: every level, the path costs, and the server's RSS idle and under load."""
+    log(f"HTTP under load ({generator()}) ...")
+    with (persona_server(settings.data_dir, seeds_dir=settings.seeds_dir, log=work / "serve.log") as server,
+          RssSampler(server.pid) as sampler):
+        idle = sampler.samples[0]
+        http = http_levels(server, questions, options, log)
+        costs = path_costs(server, questions, options.seconds, log)
+    return {"http": http, "path_cost": costs, "rss_mb": {"idle": round(idle, 1), "under_load": sampler.highest}}
+
+
+def optional_parts(settings: Settings, questions: Sequence[str], options: BenchOptions, work: Path,
+                   log: Log) -> dict[str, Any]:
+    """Ingest throughput (``cards`` > 0) and scale-out, when asked for."""
+    from bench.scale import ingest_throughput, scale_out
+    from retrieval.embedder import OnnxEmbedder, onnx_folder
+
+    found: dict[str, Any] = {}
+    onnx = OnnxEmbedder(onnx_folder(settings.models_dir, settings.model))
+    if options.cards > 0:
+        log("ingest throughput ...")
+        found["ingest"] = ingest_throughput(onnx, settings, SEED, options.cards, work, log)
+    if options.scale_out:
+        log("scale-out: 1 vs 2 uvicorn workers on one Chroma server ...")
+        found["scale_out"] = scale_out(settings, onnx, SEED, questions, options.seconds, work, log)
+    return found
+
+
+def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
+    """Run every part and return the results, the target checks and the printed table."""
+    from bench.inprocess import embed_cost, service_costs
+    from retrieval.settings import Settings
+
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="persona-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    settings = Settings(data_dir=work / "index", seeds_dir=ROOT / "seeds", rate_limit=None)
+    questions = bench_questions(options.seed)
+    results: dict[str, Any] = {"machine": machine(settings.model),
+                               "options": {k: str(v) for k, v in asdict(options).items()}}
+    prepare(settings, log)
+    log("in-process PersonaService and embedder ...")
+    results["in_process"] = service_costs(settings, questions, options.queries)
+    results["embedder"] = embed_cost(settings, questions)
+    log(f"  {results['in_process']} {results['embedder']}")
+    results |= serve_and_load(settings, questions, options, work, log)
+    log("cold start ...")
+    results["cold_start_s"] = [cold_start(settings.data_dir, settings.seeds_dir) for _ in range(options.cold_starts)]
+    results |= optional_parts(settings, questions, options, work, log)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["limit"] = report.limits(results)
+    results["targets"] = report.check_targets(results)
+    results["table"] = report.render(results)
+    return results

@@ -1,0 +1,108 @@
+"""Optional parts of ``persona bench``: ingest throughput on many synthetic cards (``--cards N``) and
+scale-out, 1 against 2 uvicorn workers over one Chroma server (``--scale-out``)."""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.load import LoadPlan, run_load
+from bench.servers import chroma_server, free_port, running, serve_env
+from ingest.cards import load_card
+from ingest.chunking import chunk_card
+from ingest.indexer import ingest
+from retrieval.embedder import Embedder, cpu_count
+from retrieval.settings import Settings
+from retrieval.store import Store
+
+Log = Callable[[str], None]
+
+
+def synthetic_cards(seed_card: Path, n: int, folder: Path, seed: int = 8) -> list[Path]:
+    """``n`` cards made from the seed's text: new slugs and titles, sections and their items shuffled."""
+    base = yaml.safe_load(seed_card.read_text())
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        card = copy.deepcopy(base)
+        card["slug"] = f"{base['slug']}-synth-{i:03d}"
+        card["title"] = f"{base['title']} {i}"
+        rng.shuffle(card["sections"])
+        for section in card["sections"]:
+            section["markdown"] = _shuffle_items(section["markdown"], rng)
+        path = folder / f"{card['slug']}.yaml"
+        path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True))
+        paths.append(path)
+    return paths
+
+
+def _shuffle_items(markdown: str, rng: random.Random) -> str:
+    bullets = re.split(r"\n(?=(?:[-*+]|\d{1,3}[.)])\s)", markdown.strip())
+    if len(bullets) > 1:
+        rng.shuffle(bullets)
+        return "\n".join(bullets) + "\n"
+    paragraphs = re.split(r"\n\s*\n", markdown.strip())
+    rng.shuffle(paragraphs)
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def ingest_throughput(embedder: Embedder, settings: Settings, seed_card: Path, cards: int, work: Path, log: Log,
+                      group: int = 10) -> dict[str, Any]:
+    """Ingest of the synthetic corpus against raw encode of the same texts, interleaved by groups of
+    cards so that both meet the same machine load."""
+    paths = synthetic_cards(seed_card, cards, work / "synthetic")
+    batch = settings.embed_batch_size
+    store = Store(Settings(data_dir=work / "ingest-index", seeds_dir=work / "synthetic"))
+    embedder.encode([c.embed_text for c in chunk_card(load_card(paths[0]))][:batch], batch)  # warm
+    raw_seconds = ingest_seconds = 0.0
+    texts = chunks = 0
+    for first in range(0, len(paths), group):
+        part = paths[first:first + group]
+        part_texts = [c.embed_text for p in part for c in chunk_card(load_card(p))]
+        start = time.perf_counter()
+        for i in range(0, len(part_texts), batch):
+            embedder.encode(part_texts[i:i + batch], batch)
+        raw_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        report = ingest(part, store, embedder, settings.model, batch_size=batch)
+        ingest_seconds += time.perf_counter() - start
+        texts += len(part_texts)
+        chunks += sum(c.chunks for c in report.changes)
+        log(f"  {first + len(part)}/{cards} cards: raw {texts / raw_seconds:.0f} texts/s, "
+            f"ingest {chunks / ingest_seconds:.0f} chunks/s")
+    raw, rate = texts / raw_seconds, chunks / ingest_seconds
+    return {"cards": cards, "chunks": chunks, "raw_texts_per_s": round(raw, 1),
+            "ingest_chunks_per_s": round(rate, 1), "ingest_seconds": round(ingest_seconds, 1),
+            "ratio": round(rate / raw, 3)}
+
+
+def scale_out(settings: Settings, embedder: Embedder, seed_card: Path, questions: Sequence[str], seconds: float,
+              work: Path, log: Log) -> list[dict[str, Any]]:
+    """``/v1/retrieve`` at concurrency 1 and 16 with 1, then 2 uvicorn workers sharing one Chroma server."""
+    rows = []
+    with chroma_server(work / "chroma-server", log=work / "chroma.log") as url:
+        ingest([seed_card], Store(Settings(data_dir=settings.data_dir, chroma_url=url)), embedder, settings.model)
+        for workers in (1, 2):
+            port = free_port()
+            base = f"http://127.0.0.1:{port}"
+            threads = max(1, cpu_count() // workers)
+            env = serve_env(PERSONA_CHROMA_URL=url, PERSONA_EMBED_THREADS=str(threads),
+                            PERSONA_DATA_DIR=str(settings.data_dir))
+            command = [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--workers",
+                       str(workers), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+            with running(command, f"{base}/healthz", env=env, log=work / "uvicorn.log", timeout=300):
+                run_load(base, LoadPlan("/v1/retrieve", 4, requests=8 * workers), questions)  # warm every worker
+                for c in (1, 16):
+                    row = run_load(base, LoadPlan("/v1/retrieve", c, seconds=seconds), questions).as_dict()
+                    log(f"  {workers} worker(s), c={c}: p50 {row['p50']} ms, {row['rps']} requests/s")
+                    rows.append({"workers": workers, "embed_threads": threads, **row})
+    return rows
