@@ -24,7 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Index folder (default $PERSONA_DATA_DIR or ./.persona).")]
+DataDir = Annotated[Path | None,
+                    typer.Option("--data-dir", help="Index folder (default $PERSONA_DATA_DIR or ./.persona).")]
 PersonaOpt = Annotated[str | None, typer.Option("--persona", "-p", help="Persona slug (optional with one persona).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
@@ -140,7 +141,8 @@ def ask_command(
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT", help="Port (default $PORT or 8000).")] = 8000,
-    ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest", help="Ingest seeds/ when missing or stale.")] = True,
+    ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest",
+                                               help="Ingest seeds/ when missing or stale.")] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Serve the HTTP API (ingesting seeds/ first when the index is missing or stale)."""
@@ -168,11 +170,16 @@ def mcp_command(data_dir: DataDir = None) -> None:
 
 @app.command("eval")
 def eval_command(
-    sets: Annotated[list[Path] | None, typer.Option("--set", help="Question set YAML (repeatable; default: eval/sets/*.yaml).")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path("eval/out"),
-    generator: Annotated[str, typer.Option("--generator", "-g", help="Generator that answers (extractive, openai).")] = "extractive",
-    thresholds: Annotated[Path | None, typer.Option("--thresholds", help="Minimum metrics per set (default: eval/thresholds.yaml).")] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Evaluate this index (default: a temporary index of seeds/).")] = None,
+    sets: Annotated[list[Path] | None,
+                    typer.Option("--set", help="Question set YAML (repeatable; default: eval/sets/*.yaml).")] = None,
+    out_dir: Annotated[Path,
+                       typer.Option("--out", help="Folder for report.json, report.md and plots.")] = Path("eval/out"),
+    generator: Annotated[str, typer.Option("--generator", "-g",
+                                           help="Generator that answers (extractive, openai).")] = "extractive",
+    thresholds: Annotated[Path | None, typer.Option(
+        "--thresholds", help="Minimum metrics per set (default: eval/thresholds.yaml).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="Evaluate this index (default: a temporary index of seeds/).")] = None,
 ) -> None:
     """Measure retrieval, citations and abstention against the baselines; fail below the thresholds."""
     from rich.table import Table

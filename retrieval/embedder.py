@@ -69,7 +69,7 @@ class SentenceTransformerEmbedder:
         self._model = None
         self._lock = threading.Lock()
 
-    def _load(self):  # noqa: ANN202 - returns a SentenceTransformer, imported lazily
+    def _load(self):  # returns a SentenceTransformer, imported lazily
         if self._model is None:
             with self._lock:
                 if self._model is None:
@@ -135,7 +135,7 @@ class OnnxEmbedder:
         self._tokenizer = None
         self._lock = threading.Lock()
 
-    def _load(self):  # noqa: ANN202 - (onnxruntime.InferenceSession, tokenizers.Tokenizer)
+    def _load(self):  # (onnxruntime.InferenceSession, tokenizers.Tokenizer)
         if self._session is None:
             with self._lock:
                 if self._session is None:
@@ -177,7 +177,7 @@ class OnnxEmbedder:
             out[rows] = self._run(session, [encodings[i] for i in rows])
         return out
 
-    def _run(self, session, encodings: list) -> np.ndarray:  # noqa: ANN001 - onnxruntime / tokenizers objects
+    def _run(self, session, encodings: list) -> np.ndarray:  # onnxruntime / tokenizers objects
         width = max(len(e.ids) for e in encodings)
         arrays = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in ONNX_INPUTS}
         arrays["input_ids"].fill(self._pad_id)

@@ -55,7 +55,7 @@ def export(model: str, folder: Path) -> Path:
             super().__init__()
             self.inner = hf_model
 
-        def forward(self, *tensors):  # noqa: ANN002, ANN201
+        def forward(self, *tensors):
             return self.inner(**dict(zip(inputs, tensors, strict=True))).last_hidden_state
 
     tokenizer = reference.tokenizer
@@ -107,7 +107,7 @@ def quantize(folder: Path) -> Path:
     return target
 
 
-def _check_pipeline(reference):  # noqa: ANN001, ANN202 - sentence-transformers modules
+def _check_pipeline(reference):  # sentence-transformers modules
     """The transformer module, when the pipeline is one the serving side reproduces."""
     modules = list(reference)
     kinds = [type(m).__name__ for m in modules]
@@ -120,7 +120,7 @@ def _check_pipeline(reference):  # noqa: ANN001, ANN202 - sentence-transformers 
     return modules[0]
 
 
-def _dimension(reference) -> int:  # noqa: ANN001 - a SentenceTransformer
+def _dimension(reference) -> int:  # a SentenceTransformer
     getter = getattr(reference, "get_embedding_dimension", None) or reference.get_sentence_embedding_dimension
     return int(getter())
 
