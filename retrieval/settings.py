@@ -30,7 +30,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("./.persona"), description="Where the embedded Chroma index lives.")
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; overrides data_dir.")
-    model: str = Field(DEFAULT_MODEL, description="sentence-transformers model name or path.")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="sentence-transformers model name or path; packaged offline: all-MiniLM-L6-v2, all-mpnet-base-v2.",
+    )
     seeds_dir: Path = Field(Path("./seeds"), description="Cards ingested by `make serve` on first start.")
     default_k: int = Field(5, ge=1, le=50, description="Passages retrieved per question.")
     # Derived, not guessed: `persona eval` prints "abstention threshold derived from sales-manager-dev"
@@ -72,6 +75,9 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
     embedder: Literal["auto", "onnx", "sentence-transformers"] = Field(
         "auto", description="auto: the ONNX export under <data_dir>/models when present, else sentence-transformers."
+    )
+    embed_precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="ONNX weights: fp32, or int8 (dynamic quantization; see docs/experiments/mpnet.md)."
     )
     embed_threads: int | None = Field(None, ge=1, le=256, description="onnxruntime threads (default: the cores).")
     compute_slots: int | None = Field(
@@ -123,5 +129,5 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Where model exports (ONNX) live."""
+        """Where model exports (ONNX) live, and (under ``.packaged/``) models assembled from split packages."""
         return self.data_dir / "models"
