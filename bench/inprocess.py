@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.stats import summary_ms
-from retrieval.embedder import OnnxEmbedder, onnx_folder
 from generation.service import PersonaService
+from retrieval.embedder import OnnxEmbedder, onnx_folder
 from retrieval.settings import Settings
 
 

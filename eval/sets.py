@@ -3,8 +3,9 @@
 A set file holds ``name``, ``description`` and ``questions``; each question has an ``id``, the
 user's ``question``, the ``persona`` slug, a ``kind`` (``in_scope``, ``out_of_scope`` or
 ``adversarial``; an out-of-scope question may be ``near`` the domain) and its ``gold`` answer
-location: card headings verbatim and passages, listed (``ids``) or graded (``items``). Thresholds live in one YAML file keyed by set name (``default`` for sets
-it does not name); each is the minimum a pipeline metric must reach.
+location: card headings verbatim and passages, listed (``ids``) or graded (``items``).
+Thresholds live in one YAML file keyed by set name (``default`` for sets it does not name); each
+is the minimum a pipeline metric must reach.
 """
 
 from __future__ import annotations

@@ -84,7 +84,8 @@ def load_sidecar(card_path: Path, slug: str) -> Sidecar | None:
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
         raise InvalidCard(str(path), where, error["msg"]) from exc
     if sidecar.card != slug:
-        raise InvalidCard(str(path), "card", f"the slug of the card beside it expected ({slug!r}), got {sidecar.card!r}")
+        raise InvalidCard(str(path), "card", f"the slug of the card beside it ({slug!r}) expected, "
+                          f"got {sidecar.card!r}")
     if sidecar.count() > MAX_EXAMPLES:
         raise InvalidCard(str(path), "examples", f"at most {MAX_EXAMPLES} questions expected, got {sidecar.count()}")
     return sidecar

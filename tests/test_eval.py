@@ -124,7 +124,8 @@ def test_graded_gold_and_near_off_topic(tmp_path: Path) -> None:
     assert first.gold.grade("p/workflow/build-the-team") == 1 and first.gold.grade("p/tools/crm") == 0
     assert second.near and not first.near
     path.write_text(yaml.safe_dump({"name": "s", "questions": [
-        {"id": "a", "question": "x", "persona": "p", "kind": "in_scope", "gold": {"sections": ["V"], "items": {"p/v": 3}}},
+        {"id": "a", "question": "x", "persona": "p", "kind": "in_scope",
+         "gold": {"sections": ["V"], "items": {"p/v": 3}}},
     ]}))
     with pytest.raises(InvalidEvalFile, match="items"):
         load_set(path)

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 
-from generation.service import PersonaService
 from bench.servers import uvicorn_server
+from generation.service import PersonaService
 from ingest.indexer import ingest
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.settings import Settings

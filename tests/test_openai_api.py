@@ -8,15 +8,15 @@ import httpx
 import openai
 import pytest
 
+from bench.servers import uvicorn_server
 from generation.service import PersonaService
 from generation.sources import sources_block
-from bench.servers import uvicorn_server
 from retrieval.errors import InvalidQuery
 from retrieval.settings import Settings
 from retrieval.text import markers
 from retrieval.types import Answer, Citation
 from server.app import create_app
-from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up, sources_block
+from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 
