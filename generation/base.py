@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from retrieval.settings import Settings
-from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
+from retrieval.types import Answer, AnswerEvent, Confidence, Coverage, Hit, PersonaInfo
 
 Similarity = Callable[[list[str]], list[float]]
 """Scores sentences against the question (cosine of their embeddings), one float per sentence."""
@@ -30,11 +30,19 @@ class Context:
     similarity: Similarity
     settings: Settings
     instructions: str = ""  # a chat client's extra wishes ("answer in French"); never replace the persona
+    coverage: Coverage | None = None  # the retrieval's judgement; from the best hit and min_score when absent
+
+    @property
+    def confidence(self) -> Confidence:
+        """``high``, ``low`` (answer with the closest guidance, framed as such) or ``none`` (refuse)."""
+        if self.coverage is not None:
+            return self.coverage.confidence
+        return "high" if self.hits and self.hits[0].score >= self.settings.min_score else "none"
 
     @property
     def covered(self) -> bool:
-        """Whether the best hit clears the abstention threshold (``min_score``)."""
-        return bool(self.hits) and self.hits[0].score >= self.settings.min_score
+        """Whether the card covers the question well enough to answer at all."""
+        return self.confidence != "none"
 
 
 @runtime_checkable

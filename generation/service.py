@@ -10,8 +10,9 @@ from retrieval.embedder import Embedder
 from retrieval.registry import Registry
 from retrieval.service import Retriever, clean
 from retrieval.settings import Settings
+from retrieval.stages.coverage import judge
 from retrieval.store import Store
-from retrieval.types import Answer, AnswerEvent, Hit, PersonaInfo
+from retrieval.types import Answer, AnswerEvent, Coverage, Hit, PersonaInfo
 
 
 class PersonaService(Retriever):
@@ -30,9 +31,14 @@ class PersonaService(Retriever):
         """The generator to use (the registry's default when none is named); raises when it is unknown."""
         return self.generators.name(generator)
 
-    def context(self, info: PersonaInfo, question: str, hits: list[Hit], instructions: str = "") -> Context:
-        """What a generator gets to answer ``question`` from ``hits``."""
-        return Context(info, question, hits, self.similarity(question), self.settings, instructions)
+    def context(self, info: PersonaInfo, question: str, hits: list[Hit], instructions: str = "",
+                coverage: Coverage | None = None) -> Context:
+        """What a generator gets to answer ``question`` from ``hits`` (``coverage`` judged from the best hit
+        alone when the retrieval did not judge it)."""
+        if coverage is None:
+            s = self.settings
+            coverage = judge(hits[0].score if hits else 0.0, 0.0, s.min_score, s.boundary_margin, s.confident_score)
+        return Context(info, question, hits, self.similarity(question), self.settings, instructions, coverage)
 
     def answer_from(self, info: PersonaInfo, question: str, hits: list[Hit], generator: str | None = None,
                     instructions: str = "") -> Answer:
@@ -47,8 +53,8 @@ class PersonaService(Retriever):
         """
         question = clean(question, "question")
         make = self.generators.resolve(generator)
-        info, hits = self.retrieve(question, persona, k)
-        return make.answer(self.context(info, question, hits, instructions))
+        found = self.search(question, persona, k)
+        return make.answer(self.context(found.info, question, found.hits, instructions, found.coverage))
 
     def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
                    generator: str | None = None, instructions: str = "") -> Iterator[AnswerEvent]:
@@ -56,5 +62,5 @@ class PersonaService(Retriever):
         (see :func:`generation.base.events`)."""
         question = clean(question, "question")
         make = self.generators.resolve(generator)
-        info, hits = self.retrieve(question, persona, k)
-        yield from events(make, self.context(info, question, hits, instructions))
+        found = self.search(question, persona, k)
+        yield from events(make, self.context(found.info, question, found.hits, instructions, found.coverage))

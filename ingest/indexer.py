@@ -17,6 +17,7 @@ import numpy as np
 
 from ingest.cards import Card, find_cards, load_card
 from ingest.chunking import chunk_card, items_of, normalise, plain
+from ingest.examples import load_sidecar, sidecar_chunks, sidecar_path
 from ingest.lint import LintWarning, lint_card
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
@@ -62,8 +63,12 @@ class IngestReport:
         return any(c.published for c in self.changes)
 
 
-def persona_info(card: Card, chunks: Sequence[Chunk]) -> PersonaInfo:
-    """What the service needs to know of a persona without reading its card again."""
+def persona_info(card: Card, chunks: Sequence[Chunk], extra: Sequence[Chunk] = ()) -> PersonaInfo:
+    """What the service needs to know of a persona without reading its card again.
+
+    ``chunks`` counts as the persona's passages; ``extra`` (sidecar questions) only enters the
+    fingerprint, so a changed sidecar publishes a new version.
+    """
     mission = card.section(MISSION)
     principles = card.section(PRINCIPLES)
     body = PersonaInfo(
@@ -77,7 +82,7 @@ def persona_info(card: Card, chunks: Sequence[Chunk]) -> PersonaInfo:
         principles=[plain(i.markdown) for i in items_of(principles.markdown)] if principles else [],
     )
     digest = hashlib.sha256(json.dumps(body.to_dict(), sort_keys=True).encode())
-    for chunk in chunks:
+    for chunk in [*chunks, *extra]:
         digest.update(f"{chunk.id}\x00{chunk.content_hash}\x00".encode())
     return PersonaInfo(**{**body.to_dict(), "fingerprint": digest.hexdigest()[:16]})
 
@@ -105,19 +110,24 @@ def load_cards(paths: Sequence[Path]) -> list[tuple[Path, Card]]:
 
 def ingest(paths: Sequence[Path], store: Store, embedder: Embedder, model: str,
            batch_size: int = 64, progress: Progress | None = None) -> IngestReport:
-    """Validate all cards, then publish each persona whose content changed."""
+    """Validate all cards (and their sidecars), then publish each persona whose content changed."""
     cards = load_cards(paths)
+    sidecars = {card.slug: load_sidecar(path, card.slug) for path, card in cards}
     warnings = [warning for path, card in cards for warning in lint_card(card, str(path))]
     report = IngestReport(changes=[], swept=store.sweep(), warnings=warnings)
     for path, card in cards:
-        report.changes.append(_ingest_card(path, card, store, embedder, model, batch_size, progress))
+        passages = chunk_card(card)
+        extra, unknown = sidecar_chunks(sidecars[card.slug], passages) if sidecars[card.slug] else ([], [])
+        report.warnings += [LintWarning(str(sidecar_path(path)), "examples", message) for message in unknown]
+        report.changes.append(_ingest_card(path, card, passages, extra, store, embedder, model, batch_size, progress))
     return report
 
 
-def _ingest_card(path: Path, card: Card, store: Store, embedder: Embedder, model: str,
-                 batch_size: int, progress: Progress | None) -> PersonaChange:
-    chunks = chunk_card(card)
-    info = persona_info(card, chunks)
+def _ingest_card(path: Path, card: Card, passages: list[Chunk], extra: list[Chunk], store: Store, embedder: Embedder,
+                 model: str, batch_size: int, progress: Progress | None) -> PersonaChange:
+    """Publish the card's passages and its sidecar's example and boundary questions (``extra``)."""
+    chunks = passages + extra
+    info = persona_info(card, passages, extra)
     change = PersonaChange(card.slug, str(path), len(chunks))
     pointer = store.pointer(card.slug)
     same_model = bool(pointer) and pointer.get("model") == model

@@ -11,23 +11,47 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from retrieval.dense import EXACT_LIMIT
 from retrieval.errors import UnknownPreset
 from retrieval.registry import Registry
 from retrieval.settings import Settings
 from retrieval.stages.base import Stage, State
 from retrieval.stages.candidates import DenseCandidates
+from retrieval.stages.coverage import CoverageJudge
 from retrieval.stages.dense_scores import DenseScores
 from retrieval.stages.embed import EmbedQuery
+from retrieval.stages.examples import ExampleMatch
 from retrieval.stages.fuse import KeywordFusion
 from retrieval.stages.hits import TopK
+from retrieval.stages.items import ItemLevel
 from retrieval.stages.rerank import OverviewPrior
-from retrieval.types import Hit
 
-PRESETS: dict[str, tuple[Callable[[], Stage], ...]] = {
-    # embed -> dense candidates -> BM25 fusion -> Overview prior -> best k
-    "hybrid": (EmbedQuery, DenseCandidates, KeywordFusion, OverviewPrior, TopK),
-    # embed -> dense candidates -> cosine -> best k (no keywords, no prior)
-    "dense": (EmbedQuery, DenseCandidates, DenseScores, TopK),
+StageFactory = Callable[[Settings], Stage]
+
+
+def _new(stage: Callable[[], Stage]) -> StageFactory:
+    """A factory for a stage that needs no settings."""
+    return lambda _settings: stage()
+
+
+def _coverage(settings: Settings) -> Stage:
+    return CoverageJudge(settings.min_score, settings.boundary_margin, settings.confident_score)
+
+
+def _all_passages(_settings: Settings) -> Stage:
+    return DenseCandidates(n=EXACT_LIMIT)  # every passage: its examples may lift any of them
+
+
+PRESETS: dict[str, tuple[StageFactory, ...]] = {
+    # embed -> every passage by cosine -> items (a section by its best item) -> cosine -> the card's
+    # example questions vote for their passages, the boundary is measured -> best k -> covered?
+    "items": (_new(EmbedQuery), _all_passages, _new(ItemLevel), _new(DenseScores), _new(ExampleMatch), _new(TopK),
+              _coverage),
+    # embed -> dense candidates -> BM25 fusion -> Overview prior -> best k -> covered?
+    "hybrid": (_new(EmbedQuery), _new(DenseCandidates), _new(KeywordFusion), _new(OverviewPrior), _new(TopK),
+               _coverage),
+    # embed -> dense candidates -> cosine -> best k (no keywords, no prior) -> covered?
+    "dense": (_new(EmbedQuery), _new(DenseCandidates), _new(DenseScores), _new(TopK), _coverage),
 }
 
 
@@ -41,7 +65,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         check_wiring(self.stages)
 
-    def run(self, state: State, slot: AbstractContextManager[object]) -> list[Hit]:
+    def run(self, state: State, slot: AbstractContextManager[object]) -> State:
         """Run every stage; the leading ones that need no compute slot run before ``slot`` is taken."""
         first = next((i for i, stage in enumerate(self.stages) if stage.compute), len(self.stages))
         for stage in self.stages[:first]:
@@ -49,7 +73,7 @@ class Pipeline:
         with slot:
             for stage in self.stages[first:]:
                 stage.run(state)
-        return state.hits
+        return state
 
 
 def check_wiring(stages: Sequence[Stage]) -> None:
@@ -68,7 +92,7 @@ def check_wiring(stages: Sequence[Stage]) -> None:
         raise ValueError("no stage writes hits")
 
 
-def presets() -> Registry[tuple[Callable[[], Stage], ...]]:
+def presets() -> Registry[tuple[StageFactory, ...]]:
     return Registry("retrieval preset", PRESETS, UnknownPreset)
 
 
@@ -76,4 +100,4 @@ def pipeline_for(settings: Settings) -> Pipeline:
     """The pipeline ``settings.retrieval`` names (the first preset when it names none)."""
     registry = presets()
     name = registry.name(settings.retrieval)
-    return Pipeline(name, tuple(make() for make in registry[name]))
+    return Pipeline(name, tuple(make(settings) for make in registry[name]))

@@ -82,6 +82,11 @@ class KeywordIndex:
     metadata: list[dict[str, Any]]
     bm25: Any
 
+    @functools.cached_property
+    def sections_with_items(self) -> frozenset[str]:
+        """Headings of the sections whose items are indexed as passages of their own."""
+        return frozenset(str(m.get("section", "")) for m in self.metadata if m.get("kind") == "item")
+
     @classmethod
     def build(cls, chunks: Sequence[StoredChunk]) -> KeywordIndex:
         import bm25s

@@ -9,22 +9,34 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
 from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
+from retrieval.examples import ExampleIndex
 from retrieval.pipeline import Pipeline, pipeline_for
 from retrieval.search import KeywordIndex
 from retrieval.settings import Settings
 from retrieval.stages.base import Corpus, PersonaIndexes, State
+from retrieval.stages.coverage import judge
 from retrieval.store import Store
 from retrieval.text import is_blank
-from retrieval.types import Hit, PersonaInfo
+from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """What a search found: the persona, its ranked passages, and how well they cover the query."""
+
+    info: PersonaInfo
+    hits: list[Hit]
+    coverage: Coverage
 
 
 class Retriever:
@@ -83,6 +95,12 @@ class Retriever:
     def retrieve(self, query: str, persona: str | None = None, k: int | None = None,
                  sections: Sequence[str] | None = None) -> tuple[PersonaInfo, list[Hit]]:
         """The ``k`` passages of a persona's card nearest to ``query``, by :attr:`pipeline`."""
+        found = self.search(query, persona, k, sections)
+        return found.info, found.hits
+
+    def search(self, query: str, persona: str | None = None, k: int | None = None,
+               sections: Sequence[str] | None = None) -> Retrieval:
+        """:meth:`retrieve`, with the pipeline's judgement of how well the card covers ``query``."""
         query = clean(query, "query")
         k = self.settings.default_k if k is None else k
         if not 1 <= k <= MAX_K:
@@ -90,14 +108,20 @@ class Retriever:
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
         corpus = Corpus(info, self.embedder, self.store, self._persona_indexes)
-        return info, self.pipeline.run(State(query, info, k, wanted, corpus), self._compute)
+        state = self.pipeline.run(State(query, info, k, wanted, corpus), self._compute)
+        coverage = state.coverage or judge(state.hits[0].score if state.hits else 0.0, state.boundary,
+                                           self.settings.min_score, self.settings.boundary_margin,
+                                           self.settings.confident_score)
+        return Retrieval(info, state.hits, coverage)
 
     def _persona_indexes(self, info: PersonaInfo) -> PersonaIndexes:
         """The persona's BM25 index and in-memory vectors, loaded on first use and again when it changes.
 
         Cached by the persona's content fingerprint (it changes with every published change of
         chunks), or by its live collection name for an index written without one. A persona of
-        more than ``EXACT_LIMIT`` chunks keeps no vectors in memory: Chroma searches it.
+        more than ``EXACT_LIMIT`` chunks keeps no vectors in memory: Chroma searches it (and its
+        sidecar's questions are not used). The card's passages feed BM25 and the dense index; the
+        sidecar's example and boundary questions feed the :class:`ExampleIndex`.
         """
         key = info.fingerprint or str((self.store.pointer(info.slug) or {}).get("collection", ""))
         cached = self._indexes.get(info.slug)
@@ -106,8 +130,11 @@ class Retriever:
                 cached = self._indexes.get(info.slug)
                 if cached is None or cached[0] != key:
                     exact = info.chunks <= EXACT_LIMIT
-                    chunks = self.store.chunks(info.slug, with_embeddings=exact)
-                    indexes = PersonaIndexes(KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None)
+                    stored = self.store.chunks(info.slug, with_embeddings=exact)
+                    chunks = [c for c in stored if c.metadata.get("kind", "section") in PASSAGE_KINDS]
+                    examples = ExampleIndex.build(stored, {c.id for c in chunks}) if exact else None
+                    indexes = PersonaIndexes(KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None,
+                                             examples)
                     cached = (key, indexes)
                     self._indexes[info.slug] = cached
         return cached[1]

@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     min_score: float = Field(
         0.294, ge=0.0, le=1.0, description="Best-hit score below which a question counts as not covered."
     )
+    boundary_margin: float = Field(
+        0.0, ge=-1.0, le=1.0,
+        description="Refuse when the question is this much closer to the card's boundary (questions it does not "
+                    "cover, from its sidecar) than to its best passage.",
+    )
+    confident_score: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Best-hit score from which an answer is 'high' confidence; between min_score and this it is "
+                    "'low', framed as the closest guidance.",
+    )
     api_key: str | None = Field(None, description="When set, required on every route but /healthz.")
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM generator.")
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")

@@ -29,7 +29,7 @@ import numpy as np
 
 from retrieval.errors import IndexUnavailable, UnknownPersona
 from retrieval.settings import Settings
-from retrieval.types import Chunk, PersonaInfo
+from retrieval.types import PASSAGE_KINDS, Chunk, PersonaInfo
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,14 @@ class Store:
         return sorted(out, key=lambda c: int(c.metadata.get("position", 0)))
 
     def query(self, slug: str, vector: np.ndarray, k: int, sections: Sequence[str] | None = None) -> list[Match]:
-        """The ``k`` nearest chunks of a persona, optionally only from some sections.
+        """The ``k`` nearest passages of a persona (the card's own text, not its sidecar's questions),
+        optionally only from some sections.
 
         Raises :class:`UnknownPersona` when the persona is not (or no longer) published.
         """
-        where = None
+        where: dict[str, Any] = {"kind": {"$in": sorted(PASSAGE_KINDS)}}
         if sections:
-            where = {"section": {"$in": list(sections)}} if len(sections) > 1 else {"section": sections[0]}
+            where = {"$and": [where, {"section": {"$in": list(sections)}}]}
         for attempt in (1, 2):
             pointers = self._live_pointers(fresh=attempt == 2)
             pointer = pointers.get(slug)

@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-ChunkKind = Literal["overview", "section", "item"]
+ChunkKind = Literal["overview", "section", "item", "example", "boundary"]
+PASSAGE_KINDS = frozenset(("overview", "section", "item"))
+"""Kinds that are the card's own text (hits, citations). ``example`` (a question that points at its
+``parent`` passage) and ``boundary`` (a question the card does not cover) come from the card's sidecar."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Chunk:
     embed_text: str
     content_hash: str
     position: int
+    parent: str | None = None  # an example's passage
 
     def metadata(self) -> dict[str, Any]:
         """Flat metadata for the vector store (Chroma accepts no None values)."""
@@ -65,6 +69,7 @@ class Chunk:
             "text": self.text,
             "content_hash": self.content_hash,
             "position": self.position,
+            "parent": self.parent or "",
         }
 
 
@@ -116,9 +121,34 @@ class NearSection:
     section: str
 
 
+Confidence = Literal["high", "low", "none"]
+"""How well the card covers a question: ``high`` answer; ``low`` the closest guidance, said to be
+such; ``none`` not covered (refused)."""
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The judgement behind :data:`Confidence`, from the best passage's score and the boundary's.
+
+    ``top`` is the best hit's score; ``boundary`` the question's closest cosine to a question the card
+    does not cover (its sidecar's ``not_covered``; 0 without one).
+    """
+
+    confidence: Confidence
+    top: float
+    boundary: float
+
+    @property
+    def covered(self) -> bool:
+        return self.confidence != "none"
+
+
 @dataclass(frozen=True)
 class Answer:
-    """An answer in the persona's voice. Every ``[n]`` in ``text`` resolves to one citation."""
+    """An answer in the persona's voice. Every ``[n]`` in ``text`` resolves to one citation.
+
+    ``confidence`` defaults to ``high`` for a grounded answer and ``none`` for a refusal.
+    """
 
     persona: str
     question: str
@@ -129,6 +159,11 @@ class Answer:
     hits: list[Hit] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     nearest: list[NearSection] = field(default_factory=list)
+    confidence: Confidence | None = None
+
+    def __post_init__(self) -> None:
+        if self.confidence is None:
+            object.__setattr__(self, "confidence", "high" if self.grounded else "none")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +172,7 @@ class Answer:
             "answer": self.text,
             "citations": [c.to_dict() for c in self.citations],
             "grounded": self.grounded,
+            "confidence": self.confidence,
             "generator": self.generator,
             "warnings": list(self.warnings),
             "nearest_sections": [asdict(n) for n in self.nearest],

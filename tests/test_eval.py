@@ -74,12 +74,15 @@ def test_bad_question_set_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_shipped_sets_load_and_cover_every_section() -> None:
     sets = [load_set(p) for p in default_sets()]
-    assert [s.name for s in sets] == ["sales-manager-dev", "sales-manager-test"]
+    assert [s.name for s in sets] == ["sales-manager-chat-dev", "sales-manager-dev", "sales-manager-chat-test",
+                                      "sales-manager-test"]
     card = load_card(SEED)
     questions = [q for s in sets for q in s.questions]
     for section in card.sections:
         assert sum(section.heading in q.gold.sections for q in questions if q.kind == "in_scope") >= 2
-    assert sum(q.kind == "out_of_scope" for q in questions) >= 10
+    assert sum(q.kind == "out_of_scope" for q in questions) >= 70
+    assert sum(q.kind == "out_of_scope" and q.near for q in questions) >= 40
+    assert sum(q.kind == "in_scope" for q in questions) >= 300
     assert sum(q.kind == "adversarial" for q in questions) >= 5
 
 

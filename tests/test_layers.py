@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "generation": {"generation", "retrieval"},
     "server": {"server", "generation", "retrieval"},
     "eval": {"eval", "generation", "retrieval", "ingest"},
-    "persona": {"persona", "server", "eval", "generation", "retrieval", "ingest"},
+    "persona": {"persona", "server", "eval", "generation", "retrieval", "ingest", "bench"},
     "bench": {"bench", "eval", "generation", "retrieval", "ingest", "server"},
 }
 

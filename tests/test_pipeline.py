@@ -31,8 +31,8 @@ class NeedsVector:
 def test_presets_are_wired_and_chosen_by_settings() -> None:
     for name in PRESETS:
         assert pipeline_for(Settings(retrieval=name)).name == name
-    assert pipeline_for(Settings()).name == next(iter(PRESETS)) == "hybrid"
-    with pytest.raises(UnknownPreset, match="available: hybrid, dense"):
+    assert pipeline_for(Settings()).name == next(iter(PRESETS)) == "items"
+    with pytest.raises(UnknownPreset, match="available: items, hybrid, dense"):
         pipeline_for(Settings(retrieval="telepathy"))
     with pytest.raises(ValueError, match="reads vector before any stage writes it"):
         Pipeline("broken", (NeedsVector(), TopK()))
@@ -42,7 +42,9 @@ def test_presets_are_wired_and_chosen_by_settings() -> None:
 
 
 def test_hybrid_pipeline_ranks_as_the_scoring_functions(service: PersonaService) -> None:
-    info, hits = service.retrieve(QUESTION, k=10)
+    hybrid = PersonaService(service.settings.model_copy(update={"retrieval": "hybrid"}), embedder=service.embedder,
+                            store=service.store)
+    info, hits = hybrid.retrieve(QUESTION, k=10)
     indexes = service._persona_indexes(info)
     vector = service.embed_query(QUESTION)
     expected = hybrid_hits(indexes.dense.search(vector, CANDIDATES), indexes.keywords, QUESTION, 10)

@@ -11,16 +11,19 @@ import numpy as np
 
 from retrieval.dense import DenseIndex
 from retrieval.embedder import Embedder
+from retrieval.examples import ExampleIndex
 from retrieval.search import KeywordIndex, Scored
 from retrieval.store import Match, Store
-from retrieval.types import Hit, PersonaInfo
+from retrieval.types import Coverage, Hit, PersonaInfo
 
 
 class PersonaIndexes(NamedTuple):
-    """A persona's in-memory indexes: BM25 always, vectors unless the persona is too large (then Chroma)."""
+    """A persona's in-memory indexes: BM25 always, vectors unless the persona is too large (then Chroma),
+    and its sidecar's example and boundary questions (with the vectors)."""
 
     keywords: KeywordIndex
     dense: DenseIndex | None
+    examples: ExampleIndex | None = None
 
 
 class Corpus:
@@ -51,11 +54,13 @@ class State:
     candidates: list[Match] = field(default_factory=list)  # nearest chunks, by cosine distance
     scored: list[Scored] = field(default_factory=list)  # candidates with a score, in any order
     hits: list[Hit] = field(default_factory=list)  # the answer: the best k, ranked
+    boundary: float = 0.0  # the query's closest cosine to a question the card does not cover
+    coverage: Coverage | None = None  # how well the card covers the query (refuse, answer tentatively, answer)
 
     @classmethod
     def inputs(cls) -> frozenset[str]:
-        """The fields a request fills before the first stage runs."""
-        return frozenset(("query", "info", "k", "sections", "corpus"))
+        """The fields a request fills before the first stage runs (``boundary`` starts at 0: no boundary known)."""
+        return frozenset(("query", "info", "k", "sections", "corpus", "boundary"))
 
 
 class Stage(Protocol):

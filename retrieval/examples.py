@@ -1,0 +1,58 @@
+"""A persona's sidecar questions in memory: example questions that point at passages, and the boundary.
+
+Built from the stored chunks of kind ``example`` and ``boundary`` (see ``ingest/examples.py``) beside
+the passages' :class:`retrieval.dense.DenseIndex`, from the same read of the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.store import StoredChunk
+
+
+def _unit(rows: list[np.ndarray], dimension: int) -> np.ndarray:
+    matrix = np.asarray(rows, dtype=np.float32).reshape(len(rows), dimension)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+@dataclass(frozen=True)
+class ExampleIndex:
+    """Example vectors with the id of the passage each points at, and the boundary's vectors."""
+
+    parents: list[str]
+    vectors: np.ndarray
+    boundary: np.ndarray
+
+    @classmethod
+    def build(cls, chunks: Sequence[StoredChunk], passage_ids: set[str]) -> ExampleIndex:
+        """From a persona's stored chunks; examples whose passage is not among ``passage_ids`` are left out."""
+        examples = [c for c in chunks if c.metadata.get("kind") == "example" and c.embedding is not None
+                    and c.metadata.get("parent") in passage_ids]
+        boundary = [c for c in chunks if c.metadata.get("kind") == "boundary" and c.embedding is not None]
+        with_vector = next((c for c in chunks if c.embedding is not None), None)
+        dimension = len(with_vector.embedding) if with_vector is not None and with_vector.embedding is not None else 0
+        return cls([str(c.metadata["parent"]) for c in examples],
+                   _unit([c.embedding for c in examples], dimension),
+                   _unit([c.embedding for c in boundary], dimension))
+
+    def best_by_passage(self, vector: np.ndarray) -> dict[str, float]:
+        """The highest cosine of ``vector`` to any example of each passage that has examples."""
+        if not self.parents:
+            return {}
+        similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
+        best: dict[str, float] = {}
+        for parent, value in zip(self.parents, similarity.tolist(), strict=True):
+            if value > best.get(parent, -1.0):
+                best[parent] = value
+        return best
+
+    def boundary_score(self, vector: np.ndarray) -> float:
+        """The highest cosine of ``vector`` to a question the card does not cover (0 when there are none)."""
+        if not len(self.boundary):
+            return 0.0
+        return max(0.0, float(np.max(self.boundary @ np.asarray(vector, dtype=np.float32))))

@@ -1,0 +1,39 @@
+"""Stage: how well the card covers the query: answer, answer tentatively, or refuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from retrieval.stages.base import State
+from retrieval.types import Confidence, Coverage
+
+
+def judge(top: float, boundary: float, min_score: float, boundary_margin: float, confident_score: float) -> Coverage:
+    """``none`` when the best passage scores below ``min_score`` or the question is ``boundary_margin``
+    closer to the card's boundary than to its best passage; ``high`` from ``confident_score`` on; else ``low``."""
+    confidence: Confidence
+    if top < min_score or boundary > top + boundary_margin:
+        confidence = "none"
+    elif top >= confident_score:
+        confidence = "high"
+    else:
+        confidence = "low"
+    return Coverage(confidence, round(top, 6), round(boundary, 6))
+
+
+@dataclass(frozen=True)
+class CoverageJudge:
+    """``hits`` + ``boundary`` -> ``coverage``, with the thresholds of the settings (``min_score``,
+    ``boundary_margin``, ``confident_score``)."""
+
+    min_score: float
+    boundary_margin: float
+    confident_score: float
+    reads: ClassVar[tuple[str, ...]] = ("hits", "boundary")
+    writes: ClassVar[tuple[str, ...]] = ("coverage",)
+    compute: ClassVar[bool] = True
+
+    def run(self, state: State) -> None:
+        top = state.hits[0].score if state.hits else 0.0
+        state.coverage = judge(top, state.boundary, self.min_score, self.boundary_margin, self.confident_score)
