@@ -31,7 +31,17 @@ from typing import TYPE_CHECKING, Any
 from bench import report
 from bench.load import LoadPlan, generator, run_load
 from bench.questions import bench_questions
-from bench.servers import ROOT, Served, free_port, persona_server, serve_command, serve_env, stop, wait_until_up
+from bench.servers import (
+    ROOT,
+    Served,
+    answers,
+    free_port,
+    persona_server,
+    serve_command,
+    serve_env,
+    stop,
+    wait_until_up,
+)
 from bench.stats import RssSampler
 
 if TYPE_CHECKING:  # the retrieval stack is imported when the run starts, not with the command line
@@ -85,12 +95,22 @@ def prepare(settings: Settings, log: Log) -> None:
     ingest([SEED], Store(settings), OnnxEmbedder(onnx_folder(settings.models_dir, settings.model)), settings.model)
 
 
+def settle(server: Served) -> None:
+    """Wait until the requests a finished run left in flight are served (wrk stops without waiting for them;
+    a level would otherwise start behind up to 64 of them): two requests in a row go through the same
+    queues, then a short pause."""
+    for i in range(2):
+        answers(f"{server.url}/v1/retrieve", {"query": f"settle {os.urandom(4).hex()} {i}"})
+    time.sleep(0.5)
+
+
 def http_levels(server: Served, questions: Sequence[str], options: BenchOptions, log: Log) -> list[dict[str, Any]]:
     """Every endpoint at every concurrency level, a new question per request."""
     rows = []
     for path in report.ENDPOINTS:
         run_load(server.url, LoadPlan(path, 4, requests=40), questions)  # warm: indexes loaded, sessions made
         for c in options.concurrency:
+            settle(server)
             row = run_load(server.url, LoadPlan(path, c, seconds=options.seconds), questions).as_dict()
             log(f"  {path} c={c}: p50 {row['p50']} ms, p99 {row['p99']} ms, {row['rps']} requests/s, "
                 f"{row['errors']} errors")
@@ -103,6 +123,7 @@ def path_costs(server: Served, questions: Sequence[str], seconds: float, log: Lo
     costs = {}
     for path in report.ENDPOINTS:
         plan = LoadPlan(path, PATH_COST_CONCURRENCY, seconds=seconds, unique=False)
+        settle(server)
         costs[path] = run_load(server.url, plan, questions).as_dict()
         log(f"  {path} same question c={PATH_COST_CONCURRENCY}: {costs[path]['rps']} requests/s")
     return costs
