@@ -1,15 +1,18 @@
 """The ``extractive`` generator: an answer in the persona's voice made of the card's own sentences.
 
-No language model: the best sentences of the retrieved passages are chosen, framed by the kind of
-section they come from ("My rule of thumb:", "The trap I watch for:" ...), and marked ``[n]``
-with their source. Grounded by construction: every sentence is the card's text, every marker
-resolves to a retrieved passage.
+No language model. Passages are chosen first, then sentences: a retrieved passage is cited only
+when it is clearly among the best for the question (at most :data:`MAX_PASSAGES`, often one), and
+only its one or two sentences closest to the question are used, best passage first. Each sentence
+is framed by the role of the section it comes from ("My rule of thumb:", "A trap I watch for:" ...,
+the rows of :mod:`retrieval.sections`) and marked ``[n]`` with its passage, numbered in reading
+order. Grounded by construction: every sentence is the card's text, every marker resolves to a
+retrieved passage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from generation.base import Context, Similarity
 from retrieval.sections import role_of
@@ -17,19 +20,30 @@ from retrieval.text import normalise_sentence, sentences, split_bold_lead, strip
 from retrieval.types import Answer, Citation, Hit, NearSection, PersonaInfo
 
 GENERATOR = "extractive"
-MIN_SENTENCES, MAX_SENTENCES = 2, 4
-KEEP_WITHIN = 0.12  # a sentence is kept while its score is within this of the best one
-SENTENCE_WEIGHT = 0.6  # sentence-to-question similarity vs. its passage's retrieval score
+SENTENCE_WEIGHT = 0.3  # a passage's strength: its best sentence's similarity vs. its retrieval score
+PASSAGE_MARGIN = 0.01  # another passage is cited while its strength is within this of the best one's
+MAX_PASSAGES = 3
+SENTENCE_MARGIN = 0.05  # a passage's second sentence must be this close to its best sentence
+SENTENCES_PER_PASSAGE = 2
 MAX_SENTENCE_WORDS = 45  # longer "sentences" are lists (the overview's related occupations), not answers
+
 
 @dataclass(frozen=True)
 class Candidate:
-    """A sentence of a retrieved passage, with the passage it cites and its score."""
+    """A sentence of a retrieved passage: the passage it cites, its place there, its score.
+
+    ``order`` is its position in the passage (reading order); ``setup`` marks the opening
+    situation of a story in a narrative section; ``retrieval`` is the best retrieval score of the
+    passages that contain it; ``score`` its similarity to the question once scored.
+    """
 
     sentence: str
     hit: Hit
     title: str | None
     score: float = 0.0
+    order: int = 0
+    setup: bool = False
+    retrieval: float = 0.0
 
 
 def candidates(hits: Sequence[Hit]) -> list[Candidate]:
@@ -39,45 +53,81 @@ def candidates(hits: Sequence[Hit]) -> list[Candidate]:
     """
     chosen: dict[str, Candidate] = {}
     for hit in hits:
+        narrative = role_of(hit.section).narrative
+        order = 0
         for block in hit.text.splitlines():
             title, body = split_bold_lead(block)
-            for sentence in sentences(body):
+            story = sentences(body)
+            setup = max(1, len(story) // 2) if narrative else 0
+            for index, sentence in enumerate(story):
+                order += 1
                 key = normalise_sentence(sentence)
                 if len(key) < 12 or len(sentence.split()) > MAX_SENTENCE_WORDS:
                     continue
                 existing = chosen.get(key)
+                retrieval = max(hit.score, existing.retrieval if existing else 0.0)
                 if existing is None or (existing.hit.kind != "item" and hit.kind == "item"):
-                    chosen[key] = Candidate(sentence, hit, title or hit.item if hit.kind == "item" else title)
+                    shown = (title or hit.item) if hit.kind == "item" else title
+                    chosen[key] = Candidate(sentence, hit, shown, order=order, setup=index < setup,
+                                            retrieval=retrieval)
+                else:
+                    chosen[key] = replace(existing, retrieval=retrieval)
     return list(chosen.values())
 
 
 def frame(candidate: Candidate, first_of_passage: bool) -> str:
-    """The sentence in the persona's voice, introduced by what kind of knowledge it is."""
-    sentence = candidate.sentence.lstrip("—–- ").strip()
+    """The sentence in the persona's voice, introduced by the role of its section."""
+    sentence = candidate.sentence.lstrip("\u2014\u2013- ").strip()
     if not first_of_passage:
         return sentence
     role = role_of(candidate.hit.section)
     title = candidate.title
-    if title and "{t}" in role.frame:
-        return role.frame.format(t=title if role.title_as_written else _lower_first(title), s=sentence)
-    return role.untitled.format(s=sentence)
+    if not title or "{" not in role.frame.replace("{s}", ""):
+        return role.untitled.format(s=sentence)
+    title = title.rstrip(".\u2026").replace(": ", " \u2014 ").strip()
+    lowered = _lower_first(title)
+    joined = f"{lowered} {sentence}" if sentence.startswith("(") else f"{lowered} \u2014 {sentence}"
+    return role.frame.format(t=lowered, T=title, ts=joined, s=sentence)
 
 
 def _lower_first(text: str) -> str:
-    if len(text) > 1 and text[1].islower():
+    """"A forecast" -> "a forecast", "Pipeline coverage" -> "pipeline coverage"; "OTE", "CRM" stay."""
+    word = text.split(maxsplit=1)[0] if text.strip() else ""
+    if len(word) == 1 or word[1:].islower():
         return text[0].lower() + text[1:]
     return text
 
 
+def strength(passage: Sequence[Candidate]) -> float:
+    """How well a passage answers: its best sentence's similarity and its retrieval score."""
+    return (SENTENCE_WEIGHT * max(c.score for c in passage)
+            + (1 - SENTENCE_WEIGHT) * max(c.retrieval for c in passage))
+
+
 def select(scored: Sequence[Candidate]) -> list[Candidate]:
-    """Two to four sentences, best first, within :data:`KEEP_WITHIN` of the best score."""
-    ranked = sorted(scored, key=lambda c: c.score, reverse=True)
+    """Passages first, then sentences: the best passages' best sentences, ready to compose.
+
+    A passage is kept while its :func:`strength` is within :data:`PASSAGE_MARGIN` of the best
+    one's (at most :data:`MAX_PASSAGES`); nothing is forced, one passage is a fine answer. From
+    each, its best sentence and a second one within :data:`SENTENCE_MARGIN` of it, in reading
+    order; a story's set-up sentence is never cited. The best passage comes first.
+    """
+    passages: dict[str, list[Candidate]] = {}
+    for candidate in scored:
+        passages.setdefault(candidate.hit.id, []).append(candidate)
+    citable = {pid: [c for c in group if not c.setup] for pid, group in passages.items()}
+    ranked = sorted((group for pid, group in passages.items() if citable[pid]), key=strength, reverse=True)
     if not ranked:
         return []
-    best = ranked[0].score
-    picked = [c for c in ranked if c.score >= best - KEEP_WITHIN][:MAX_SENTENCES]
-    if len(picked) < MIN_SENTENCES:
-        picked = ranked[:MIN_SENTENCES]
+    best = strength(ranked[0])
+    picked: list[Candidate] = []
+    for group in ranked[:MAX_PASSAGES]:
+        if strength(group) < best - PASSAGE_MARGIN:
+            break
+        options = sorted(citable[group[0].hit.id], key=lambda c: c.score, reverse=True)
+        top = options[0].score
+        kept = [c for c in options if c.score >= top - SENTENCE_MARGIN][:SENTENCES_PER_PASSAGE]
+        picked.extend(sorted(kept, key=lambda c: c.order))
     return picked
 
 
@@ -143,9 +193,10 @@ def extractive_answer(
     if not pool:
         return not_covered(info, question, hits)
     sims = similarity([strip_markdown(c.sentence) for c in pool])
-    scored = [Candidate(c.sentence, c.hit, c.title, SENTENCE_WEIGHT * s + (1 - SENTENCE_WEIGHT) * c.hit.score)
-              for c, s in zip(pool, sims, strict=True)]
-    return compose(info, question, select(scored), hits)
+    chosen = select([replace(c, score=s) for c, s in zip(pool, sims, strict=True)])
+    if not chosen:
+        return not_covered(info, question, hits)
+    return compose(info, question, chosen, hits)
 
 
 @dataclass(frozen=True)
