@@ -66,9 +66,13 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [f"- `{name}`: {text}" for name, text in described.items()]
     calibration = data.get("calibration")
     if calibration:
-        lines += ["", f"Derived abstention threshold: **{calibration['threshold']:.3f}** from "
-                  f"{', '.join(calibration['sets'])} ({calibration['rule']}; highest out-of-scope "
-                  f"{calibration['out_of_scope_max']:.3f}, in-scope floor {calibration['in_scope_floor']:.3f})."]
+        derived = calibration["coverage"]
+        lines += ["", f"Derived coverage thresholds from {', '.join(calibration['sets'])} ({calibration['rule']}): "
+                  f"min_score **{derived['min_score']:.3f}**, boundary_margin **{derived['boundary_margin']:.3f}**, "
+                  f"confident_score **{derived['confident_score']:.3f}** ({derived['in_scope_refused']} of "
+                  f"{derived['in_scope']} dev in-scope questions refused, {derived['out_of_scope_answered']} of "
+                  f"{derived['out_of_scope']} off-topic answered). Without the boundary, one threshold would be "
+                  f"{calibration['threshold']:.3f}."]
     lines += ["", "## Gate (pipeline metrics, minimums)", ""]
     for name, minimums in data["thresholds"].items():
         lines.append(f"- {name}: " + (", ".join(f"{m} ≥ {v}" for m, v in minimums.items()) or "none"))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.baselines import BASELINES, publish_baseline
-from eval.calibration import MAX_REFUSED, derive_threshold
+from eval.calibration import derive_coverage, derive_threshold
 from eval.metrics import (
     AbstentionScore,
     abstention_score,
@@ -61,6 +61,7 @@ class Configuration:
     answer: Callable[[Question, PersonaInfo, list[Hit]], Answer]
     known_ids: Callable[[str], set[str]]
     item_ids: bool = True  # False when its chunks are not the card's items: id-level metrics are n/a
+    boundary: Callable[[Question], float] | None = None  # the last retrieval's boundary score (pipeline only)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Record:
     sections: list[str]
     ids: list[str]
     top_score: float
+    boundary: float
     latency_ms: float
     grounded: bool
     answer: str
@@ -136,7 +138,8 @@ def evaluate(config: Configuration, question: Question) -> Record:
     score = citation_score(answer.text, {c.n: c.text for c in answer.citations})
     record = Record(
         id=question.id, kind=question.kind, question=question.question, sections=sections[:10], ids=ids[:10],
-        top_score=hits[0].score if hits else 0.0, latency_ms=round(latency_ms, 3), grounded=answer.grounded,
+        top_score=hits[0].score if hits else 0.0, boundary=config.boundary(question) if config.boundary else 0.0,
+        latency_ms=round(latency_ms, 3), grounded=answer.grounded,
         answer=answer.text, cited=list(cited.values()), citation_valid=valid, sentences=score.sentences,
         supported=score.supported, citations=score.citations, precise=score.precise, near=question.near,
     )
@@ -233,28 +236,39 @@ def add_latency_ratio(result: SetResult) -> None:
 
 
 def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
-    """The abstention threshold derived from the pipeline's top scores on the dev set(s)
-    (sets named ``*dev``; every set when none is), by :func:`eval.calibration.derive_threshold`."""
+    """The coverage thresholds derived from the pipeline's top and boundary scores on the dev set(s)
+    (sets named ``*dev``; every set when none is), by :func:`eval.calibration.derive_coverage`; and the
+    single abstention threshold of :func:`eval.calibration.derive_threshold` (no boundary) beside it."""
     chosen = [r for r in results if r.name.endswith("dev")] or list(results)
     records = [x for r in chosen for x in r.configs[PIPELINE].records]
-    in_scope = [x.top_score for x in records if x.kind == "in_scope"]
-    out_of_scope = [x.top_score for x in records if x.kind == "out_of_scope"]
+    in_scope = [(x.top_score, x.boundary) for x in records if x.kind == "in_scope"]
+    out_of_scope = [(x.top_score, x.boundary) for x in records if x.kind == "out_of_scope"]
     if not in_scope or not out_of_scope:
         return None
-    return {"sets": [r.name for r in chosen], "rule": "midpoint between the highest out-of-scope top score and the "
-            f"in-scope top score below which at most {MAX_REFUSED:.0%} fall (just above the former if they overlap)",
-            **asdict(derive_threshold(in_scope, out_of_scope))}
+    single = derive_threshold([t for t, _ in in_scope], [t for t, _ in out_of_scope])
+    coverage = derive_coverage(in_scope, out_of_scope)
+    return {"sets": [r.name for r in chosen], "coverage": asdict(coverage), **asdict(single),
+            "rule": "refuse every dev off-topic question with the fewest dev in-scope refusals "
+                    "(eval/calibration.py: derive_coverage)"}
 
 
 # -- configurations --------------------------------------------------------------------------
 def pipeline_config(service: PersonaService, answering: PersonaService, generator: str) -> Configuration:
     """The service as users call it: ``service`` retrieves (timed), ``answering`` answers (cached vectors)."""
+    boundaries: dict[str, float] = {}
+
+    def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
+        found = service.search(q.question, q.persona, RANK_DEPTH)
+        boundaries[q.id] = found.coverage.boundary
+        return found.info, found.hits
+
     return Configuration(
         name=PIPELINE,
-        description="the project's retrieval and answering (PersonaService.retrieve / ask)",
-        retrieve=lambda q: service.retrieve(q.question, q.persona, RANK_DEPTH),
+        description=f"the project's retrieval ('{service.pipeline.name}' preset) and answering (PersonaService.ask)",
+        retrieve=retrieve,
         answer=lambda q, info, hits: answering.ask(q.question, q.persona, generator=generator),
         known_ids=_known_ids(service.store),
+        boundary=lambda q: boundaries.get(q.id, 0.0),
     )
 
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass, replace
 from generation.base import Context, Similarity
 from retrieval.sections import role_of
 from retrieval.text import normalise_sentence, sentences, split_bold_lead, strip_markdown
-from retrieval.types import Answer, Citation, Hit, NearSection, PersonaInfo
+from retrieval.types import Answer, Citation, Confidence, Hit, NearSection, PersonaInfo
 
 GENERATOR = "extractive"
+TENTATIVE = "The closest I have on that: {s}"
+"""The lead-in of a ``low`` confidence answer's first sentence (a short lead-in the support judge skips)."""
 SENTENCE_WEIGHT = 0.3  # a passage's strength: its best sentence's similarity vs. its retrieval score
 PASSAGE_MARGIN = 0.01  # another passage is cited while its strength is within this of the best one's
 MAX_PASSAGES = 3
@@ -131,8 +133,12 @@ def select(scored: Sequence[Candidate]) -> list[Candidate]:
     return picked
 
 
-def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits: Sequence[Hit]) -> Answer:
-    """Number the cited passages in order of first use and join the framed sentences."""
+def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits: Sequence[Hit],
+            confidence: Confidence = "high") -> Answer:
+    """Number the cited passages in order of first use and join the framed sentences.
+
+    A ``low`` confidence answer opens with :data:`TENTATIVE`: the closest guidance, said to be such.
+    """
     numbers: dict[str, int] = {}
     framed: dict[str, str | None] = {}  # passage id -> the item title its last framed sentence named
     citations: list[Citation] = []
@@ -144,11 +150,15 @@ def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits:
             citations.append(Citation.of(numbers[hit.id], hit))
         needs_frame = hit.id not in framed or framed[hit.id] != candidate.title
         framed[hit.id] = candidate.title
-        text = frame(candidate, needs_frame).rstrip()
+        if confidence == "low" and not parts:
+            text = TENTATIVE.format(s=candidate.sentence.lstrip("\u2014\u2013- ").strip()).rstrip()
+        else:
+            text = frame(candidate, needs_frame).rstrip()
         if text[-1:] not in ".!?":
             text += "."
         parts.append(f"{text} [{numbers[hit.id]}]")
-    return Answer(info.slug, question, " ".join(parts), citations, True, GENERATOR, hits=list(hits))
+    return Answer(info.slug, question, " ".join(parts), citations, True, GENERATOR, hits=list(hits),
+                  confidence=confidence)
 
 
 def nearest_sections(hits: Sequence[Hit], limit: int = 3) -> list[NearSection]:
@@ -182,12 +192,17 @@ def extractive_answer(
     hits: Sequence[Hit],
     similarity: Similarity,
     min_score: float,
+    confidence: Confidence | None = None,
 ) -> Answer:
     """Answer from the hits, or say the card does not cover the question.
 
     ``similarity`` scores sentences against the question (cosine of embeddings in the service).
+    ``confidence`` is the retrieval's judgement (:class:`retrieval.types.Coverage`); without it the
+    best hit's score against ``min_score`` decides between ``high`` and ``none``.
     """
-    if not hits or hits[0].score < min_score:
+    if confidence is None:
+        confidence = "high" if hits and hits[0].score >= min_score else "none"
+    if not hits or confidence == "none":
         return not_covered(info, question, hits)
     pool = candidates(hits)
     if not pool:
@@ -196,7 +211,7 @@ def extractive_answer(
     chosen = select([replace(c, score=s) for c, s in zip(pool, sims, strict=True)])
     if not chosen:
         return not_covered(info, question, hits)
-    return compose(info, question, chosen, hits)
+    return compose(info, question, chosen, hits, confidence)
 
 
 @dataclass(frozen=True)
@@ -207,4 +222,4 @@ class Extractive:
 
     def answer(self, context: Context) -> Answer:
         return extractive_answer(context.info, context.question, context.hits, context.similarity,
-                                 context.settings.min_score)
+                                 context.settings.min_score, context.confidence)

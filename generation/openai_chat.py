@@ -240,8 +240,9 @@ def finish(context: Context, text: str, dropped: Sequence[int], failure: str | N
     checked = check(text, hits, dropped) if failure is None else Checked([], [], failure)
     if checked.failure is None:
         return Answer(info.slug, question, text, checked.citations, True, GENERATOR, hits=hits,
-                      warnings=checked.warnings)
-    fallback = extractive_answer(info, question, hits, context.similarity, context.settings.min_score)
+                      warnings=checked.warnings, confidence=context.confidence)
+    fallback = extractive_answer(info, question, hits, context.similarity, context.settings.min_score,
+                                 context.confidence)
     return dataclasses.replace(fallback, warnings=[FALLBACK + checked.failure])
 
 

@@ -219,8 +219,11 @@ def eval_command(
         table.add_row(*row)
     (out if out.is_terminal else Console(width=160)).print(table)
     if data["calibration"]:
-        out.print(f"abstention threshold derived from {', '.join(data['calibration']['sets'])}: "
-                  f"{data['calibration']['threshold']:.3f} (in use: min_score = {settings.min_score})", highlight=False)
+        derived = data["calibration"]["coverage"]
+        out.print(f"coverage thresholds derived from {', '.join(data['calibration']['sets'])}: min_score "
+                  f"{derived['min_score']:.3f}, boundary_margin {derived['boundary_margin']:.3f}, confident_score "
+                  f"{derived['confident_score']:.3f} (in use: {settings.min_score}, {settings.boundary_margin}, "
+                  f"{settings.confident_score})", highlight=False)
     out.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)
     for failure in failed:
         err.print(f"FAILED {failure.line()}", highlight=False, markup=False)

@@ -36,19 +36,20 @@ class Settings(BaseSettings):
     )
     seeds_dir: Path = Field(Path("./seeds"), description="Cards ingested by `make serve` on first start.")
     default_k: int = Field(5, ge=1, le=50, description="Passages retrieved per question.")
-    # Derived, not guessed: `persona eval` prints "abstention threshold derived from sales-manager-dev"
-    # (eval/calibration.py: midway between the best out-of-scope score and the in-scope score that
-    # at most 2% of dev questions fall below). Re-derive it when retrieval scoring changes.
+    # min_score, boundary_margin and confident_score are derived, not guessed: `persona eval` prints
+    # "coverage thresholds derived from sales-manager-chat-dev" (eval/calibration.py, derive_coverage:
+    # refuse every dev off-topic question with the fewest dev in-scope refusals). Re-derive them when
+    # retrieval scoring, the model or a card's sidecar changes.
     min_score: float = Field(
-        0.294, ge=0.0, le=1.0, description="Best-hit score below which a question counts as not covered."
+        0.425, ge=0.0, le=1.0, description="Best-hit score below which a question counts as not covered."
     )
     boundary_margin: float = Field(
-        0.0, ge=-1.0, le=1.0,
-        description="Refuse when the question is this much closer to the card's boundary (questions it does not "
-                    "cover, from its sidecar) than to its best passage.",
+        0.115, ge=-1.0, le=1.0,
+        description="Refuse when the question's closest boundary question (one the card does not cover, from its "
+                    "sidecar) scores more than its best passage plus this margin.",
     )
     confident_score: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.461, ge=0.0, le=1.0,
         description="Best-hit score from which an answer is 'high' confidence; between min_score and this it is "
                     "'low', framed as the closest guidance.",
     )

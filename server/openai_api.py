@@ -154,7 +154,7 @@ def model_card(info: PersonaInfo) -> dict[str, Any]:
 def answer_fields(answer: Answer) -> dict[str, Any]:
     """Extension fields every response carries beside OpenAI's own."""
     return {"citations": [c.to_dict() for c in answer.citations], "grounded": answer.grounded,
-            "generator": answer.generator, "warnings": list(answer.warnings)}
+            "confidence": answer.confidence, "generator": answer.generator, "warnings": list(answer.warnings)}
 
 
 # -- routes -----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,6 +82,8 @@ class AskResponse(BaseModel):
     answer: str
     citations: list[CitationOut]
     grounded: bool
+    confidence: Literal["high", "low", "none"] = Field(
+        "high", description="high: answered; low: the card's closest guidance, said to be such; none: not covered.")
     generator: str
     warnings: list[str] = []
     nearest_sections: list[NearSection] = []

@@ -297,6 +297,7 @@ class Turn {
     this.passage.tabIndex = -1;
     this.passage.setAttribute("role", "region");
     if (!answer.grounded) this.notCovered(answer);
+    else if (answer.confidence === "low") this.tentative();
     this.bubble.append(this.passage);
     if (answer.citations.length) this.sources(answer.citations);
     this.text.addEventListener("click", (event) => {
@@ -305,8 +306,9 @@ class Turn {
     });
     reveal(this.reply);
     const sources = answer.citations.length;
+    const closest = answer.confidence === "low" ? " The card's closest guidance, not an exact match." : "";
     announce(answer.grounded
-      ? `Answer ready with ${sources} ${sources === 1 ? "source" : "sources"}.`
+      ? `Answer ready with ${sources} ${sources === 1 ? "source" : "sources"}.${closest}`
       : "Not covered by the card.");
   }
 
@@ -323,6 +325,11 @@ class Turn {
       ask(this.question);
     });
     this.text.append(alert, retry);
+  }
+
+  tentative() {
+    this.reply.classList.add("low-confidence");
+    this.bubble.prepend(element("p", "badge badge-low", "Closest guidance: not an exact match"));
   }
 
   notCovered(answer) {
