@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,40 +26,37 @@ METRICS: list[tuple[str, str]] = [
 ]
 
 
-def columns(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """(set name, configuration name) pairs: each configuration with its sets side by side."""
-    configs = list(dict.fromkeys(name for s in data["sets"] for name in s["configs"]))
-    return [(s["name"], c) for c in configs for s in data["sets"] if c in s["configs"]]
-
-
 def cell(value: float | None, metric: str) -> str:
     if value is None:
         return "n/a"
     return f"{value:.1f}" if metric.endswith("_ms") else f"{value:.3f}"
 
 
-def table_rows(data: dict[str, Any]) -> list[list[str]]:
-    """One row per metric: its label, then a value per column of :func:`columns`."""
-    by_set = {s["name"]: s["configs"] for s in data["sets"]}
+def set_table(data: dict[str, Any], name: str) -> tuple[list[str], list[list[str]]]:
+    """One question set's table: the configurations as columns, a row per metric it can measure."""
+    configs = next(s["configs"] for s in data["sets"] if s["name"] == name)
     rows = []
     for metric, label in METRICS:
-        rows.append([label, *(cell(by_set[s][c]["metrics"].get(metric), metric) for s, c in columns(data))])
-    return rows
+        values = [configs[c]["metrics"].get(metric) for c in configs]
+        if any(v is not None for v in values):
+            rows.append([label, *(cell(v, metric) for v in values)])
+    return list(configs), rows
 
 
 def markdown(data: dict[str, Any]) -> str:
     """The report as Markdown: settings, the metrics table, thresholds and the gate's verdict."""
-    cols = columns(data)
     settings = data["settings"]
     lines = [
         "# Evaluation report", "",
         f"Model `{settings['model']}`, generator `{settings['generator']}`, k = {settings['default_k']}, "
         f"abstention threshold (min_score) = {settings['min_score']}, support judge: ROUGE-L precision "
         f"≥ {settings['support_threshold']}.", "",
-        "| metric | " + " | ".join(f"{c} ({s})" for s, c in cols) + " |",
-        "|---|" + "---:|" * len(cols),
     ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(data)]
+    for qset in data["sets"]:
+        headers, rows = set_table(data, qset["name"])
+        lines += [f"## {qset['name']}", "", qset.get("description", ""), "",
+                  "| metric | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     lines += ["", "Configurations:", ""]
     described = {c: cfg["description"] for s in data["sets"] for c, cfg in s["configs"].items()}
     lines += [f"- `{name}`: {text}" for name, text in described.items()]
@@ -150,5 +146,4 @@ def write(data: dict[str, Any], out_dir: Path) -> list[Path]:
     return paths
 
 
-def summary_columns(data: dict[str, Any]) -> Sequence[str]:
-    return [f"{c}\n{s}" for s, c in columns(data)]
+

@@ -211,13 +211,16 @@ def eval_command(
     failed = failures(results, limits)
     data = report_data(results, settings, generator, limits, failed)
     paths = report.write(data, out_dir)
-    table = Table(title="persona eval")
-    table.add_column("metric")
-    for name in report.summary_columns(data):
-        table.add_column(name, justify="right")
-    for row in report.table_rows(data):
-        table.add_row(*row)
-    (out if out.is_terminal else Console(width=160)).print(table)
+    console = out if out.is_terminal else Console(width=160)
+    for qset in data["sets"]:
+        headers, rows = report.set_table(data, qset["name"])
+        table = Table(title=f"persona eval: {qset['name']}")
+        table.add_column("metric")
+        for name in headers:
+            table.add_column(name, justify="right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
     if data["calibration"]:
         derived = data["calibration"]["coverage"]
         out.print(f"coverage thresholds derived from {', '.join(data['calibration']['sets'])}: min_score "
