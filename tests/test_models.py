@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval.bench import bench_questions
 
+from bench.questions import bench_questions
 from ingest.cards import load_card
 from ingest.chunking import chunk_card
 from retrieval.embedder import (
