@@ -60,6 +60,7 @@ def test_completion_carries_markers_sources_and_structured_citations(client: ope
         assert citation["id"].startswith("sales-manager/") and citation["text"]
         assert f"[{citation['n']}] {citation['section']}" in sources
     assert completion.model_extra["generator"] == "extractive" and completion.model_extra["grounded"] is True
+    assert completion.model_extra["confidence"] == "high"
     usage = completion.usage
     assert usage.prompt_tokens == count_tokens(QUESTION) and usage.completion_tokens > usage.prompt_tokens
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens

@@ -233,3 +233,21 @@ def test_api_key_is_asked_for_on_401(browser: Browser, live_url: str, gate: KeyG
     finally:
         gate.key = None
         context.close()
+
+
+def test_low_confidence_answer_is_marked_as_the_closest_guidance(browser: Browser, seeded_settings: Settings,
+                                                                  service: PersonaService) -> None:
+    """With ``confident_score`` above every score, each covered answer is the card's closest guidance."""
+    tentative = seeded_settings.model_copy(update={"confident_score": 0.99})
+    app = create_app(tentative, service=PersonaService(tentative, embedder=service.embedder, store=service.store))
+    with uvicorn_server(app) as url:
+        context = browser.new_context(**VIEWPORTS["wide"], reduced_motion="reduce")
+        page = context.new_page()
+        page.goto(url)
+        ask(page, "How much pipeline do I need to hit my quota?")
+        reply = page.locator(".msg-persona").last
+        expect(reply).to_have_class("msg msg-persona low-confidence")
+        expect(reply.locator(".badge-low")).to_have_text("Closest guidance: not an exact match")
+        expect(reply.locator(".answer-text")).to_contain_text("The closest I have on that:")
+        expect(reply.locator("button.cite").first).to_be_visible()
+        context.close()

@@ -42,8 +42,8 @@ def test_retrieve_contract(client: TestClient) -> None:
 
 def test_ask_contract(client: TestClient) -> None:
     body = client.post("/v1/ask", json={"question": "How much pipeline do I need to hit my quota?"}).json()
-    assert body["grounded"] is True and body["generator"] == "extractive"
-    assert {"persona", "question", "answer", "citations", "grounded", "generator"} <= set(body)
+    assert body["grounded"] is True and body["generator"] == "extractive" and body["confidence"] == "high"
+    assert {"persona", "question", "answer", "citations", "grounded", "confidence", "generator"} <= set(body)
     assert set(markers(body["answer"])) == {c["n"] for c in body["citations"]}
     for citation in body["citations"]:
         assert citation["id"].startswith("sales-manager/") and citation["text"] and citation["section"]
@@ -51,7 +51,7 @@ def test_ask_contract(client: TestClient) -> None:
 
 def test_ask_off_topic(client: TestClient) -> None:
     body = client.post("/v1/ask", json={"question": "How do I bake sourdough bread?"}).json()
-    assert body["grounded"] is False and body["citations"] == []
+    assert body["grounded"] is False and body["citations"] == [] and body["confidence"] == "none"
     assert body["nearest_sections"] and all(n["section"] in body["answer"] for n in body["nearest_sections"])
 
 

@@ -57,3 +57,16 @@ def test_ask_events_stream_the_same_answer(service: PersonaService) -> None:
     assert [e.type for e in events[:-1]] == ["delta"] * (len(events) - 1) and events[-1].type == "answer"
     assert "".join(e.text for e in events[:-1]) == events[-1].answer.text
     assert events[-1].answer.citations
+
+
+def test_weakly_covered_questions_get_the_closest_guidance_framed_as_such(service: PersonaService) -> None:
+    question = "How much pipeline do I need to hit my quota?"
+    assert service.ask(question).confidence == "high"
+    tentative = PersonaService(service.settings.model_copy(update={"confident_score": 0.99}),
+                               embedder=service.embedder, store=service.store)
+    found = tentative.search(question)
+    assert found.coverage.confidence == "low" and found.coverage.top == found.hits[0].score
+    answer = tentative.ask(question)
+    assert answer.grounded and answer.confidence == "low" and answer.citations
+    assert answer.text.startswith("The closest I have on that: ")
+    assert not tentative.ask("How do I bake sourdough bread?").grounded
