@@ -39,7 +39,7 @@ _QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab\u00bb"  # straight, curly and angl
 _EMPHASIS = re.compile(r"\*\*|__|(?<!\w)[*_](?=\w)|(?<=[\w?.!])[*_](?!\w)")
 # A line that talks about the reply rather than being a question.
 _CHATTER = re.compile(r"^(?:sure|okay|ok|certainly|of course|absolutely|great|here (?:are|is)|here's|these are|"
-                      r"below are|i hope|let me know|note\b|i've|i have written)", re.IGNORECASE)
+                      r"below are|i hope|let me know|note|i've|i have written)\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 _COPIED_RUN = 8  # a line sharing this many consecutive words with the passage is copied from it
 

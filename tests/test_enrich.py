@@ -89,9 +89,10 @@ def test_parse_drops_duplicates_copies_and_lines_out_of_bounds() -> None:
         " ".join(["word"] * 31),  # too long without a question mark
         "Asked before?",  # in seen
         "Is 3x coverage enough for a new team?",
+        "okrs or quotas for a new sdr team?",  # not chatter ("ok")
     ])
     assert parse_questions(reply, PASSAGE, seen={key("asked before")}) == [
-        "How much pipeline do I need?", "Is 3x coverage enough for a new team?"]
+        "How much pipeline do I need?", "Is 3x coverage enough for a new team?", "okrs or quotas for a new sdr team?"]
     assert parse_questions("", PASSAGE) == [] and parse_questions("Here are some questions:\n\n", PASSAGE) == []
 
 
