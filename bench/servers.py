@@ -1,6 +1,6 @@
-"""Local servers for the benchmark and the tests: ``persona serve`` and Chroma as subprocesses, an ASGI app
-under uvicorn in a thread, free ports. The one place that starts a server, waits until it answers and
-stops it."""
+"""Local servers for the benchmark and the tests: ``persona serve``, Chroma and a llama.cpp LLM server as
+subprocesses, an ASGI app under uvicorn in a thread, free ports. The one place that starts a server, waits
+until it answers and stops it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -148,3 +149,40 @@ def uvicorn_server(app: object, timeout: float = 120.0) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+class LlamaServer:
+    """``python -m llama_cpp.server`` (an OpenAI-compatible LLM server) with ``model`` (a GGUF) on a free port;
+    ``url`` ends in ``/v1``; stop() ends it (the upstream goes down). Tests use the Gemma 3 270M GGUF."""
+
+    def __init__(self, model: Path, chat_format: str = "gemma", timeout: float = 180.0) -> None:
+        with free_socket() as sock:
+            self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        # Its log goes to a file: llama.cpp and uvicorn write enough to fill a pipe nobody reads,
+        # which would block the server.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's lifetime, closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+             "--port", str(self.port), "--n_ctx", "4096", "--chat_format", chat_format, "--verbose", "False"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+            # llama_cpp.server's settings read PORT and HOST from the environment over its flags.
+            env={k: v for k, v in os.environ.items() if k not in {"PORT", "HOST"}})
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"llama_cpp.server exited: {self.log.read().decode()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"llama_cpp.server did not start in {timeout:.0f}s")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        stop(self.process)
+        self.log.close()

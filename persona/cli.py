@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ingest.enrich import DEFAULT_PER_PASSAGE
 from retrieval.errors import PersonaError
 from retrieval.settings import Settings
 
@@ -84,6 +85,67 @@ def ingest_command(
     """Validate cards, chunk them and index what changed."""
     settings = settings_for(data_dir)
     run_ingest(settings, paths or [settings.seeds_dir])
+
+
+@app.command("enrich")
+def enrich_command(
+    card: Annotated[Path, typer.Argument(help="The card file; its sidecar <slug>.examples.yaml is written beside it.")],
+    per_passage: Annotated[int, typer.Option("--per-passage", "-n", min=1, max=50,
+                                             help="Example questions each passage should have.")] = DEFAULT_PER_PASSAGE,
+    overwrite: Annotated[bool, typer.Option("--overwrite",
+                                            help="Replace the examples already there (default: keep them).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be added; write nothing.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1,
+                                              help="Ask about at most this many passages (card order).")] = None,
+) -> None:
+    """Write example questions per passage into the card's sidecar through an OpenAI-compatible LLM
+    (PERSONA_LLM_*); hand-written ones are kept, the boundary (not_covered) is never touched."""
+    from ingest.cards import load_card
+    from ingest.chunking import chunk_card
+    from ingest.enrich import generate, header_of, llm_ask, merge, seen_keys, wanted, write_atomically
+    from ingest.examples import Sidecar, load_sidecar, sidecar_path
+    from retrieval.errors import LLMUnavailable
+
+    settings = settings_for()
+    parsed = load_card(card)
+    passages = chunk_card(parsed)
+    path = sidecar_path(card)
+    sidecar = load_sidecar(card, parsed.slug) or Sidecar(card=parsed.slug)
+    requests = wanted(sidecar, passages, per_passage, overwrite)[:limit]
+    if not requests:
+        err.print(f"every passage already has {per_passage} example questions in {path}; nothing to do",
+                  highlight=False, markup=False, soft_wrap=True)
+        return
+    ask = llm_ask(settings)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task("asking the LLM", total=len(requests))
+        try:
+            generated = generate(parsed.title, requests, ask,
+                                 seen=seen_keys(sidecar, [p.id for p, _ in requests] if overwrite else ()),
+                                 progress=lambda _description, done, _total: bar.update(task, completed=done))
+        except LLMUnavailable as exc:
+            raise LLMUnavailable(f"{exc.message}; {path} left unchanged") from None
+    for warning in generated.warnings:
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+    merged, added = merge(sidecar, generated.questions, per_passage, overwrite, order=[p.id for p in passages])
+    total = sum(len(q) for q in added.values())
+    if dry_run:
+        for pid, questions in added.items():
+            out.print(pid, highlight=False, markup=False)
+            for question in questions:
+                out.print(f"  + {question}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"would add {total} questions to {len(added)} of {len(requests)} passages asked about "
+                  f"in {path} (dry run: nothing written)", highlight=False, markup=False, soft_wrap=True)
+        return
+    if added:
+        header = header_of(path) or (f"Example questions per passage of {card.name} (persona enrich {parsed.slug}, "
+                                     f"written by {settings.llm_model}, and by hand).\nEach is indexed as an extra "
+                                     "search vector pointing at its passage; not_covered lists what the card "
+                                     "does not answer.")
+        write_atomically(path, merged, header)
+    err.print(f"added {total} questions to {len(added)} of {len(requests)} passages asked about: {path}"
+              + ("" if added else " (unchanged)"), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("personas")

@@ -88,6 +88,10 @@ class UnknownPreset(PersonaError):
     """``PERSONA_RETRIEVAL`` names no retrieval preset."""
 
 
+class LLMUnavailable(PersonaError):
+    """A command that needs the LLM (``persona enrich``) found it not configured, unreachable or failing."""
+
+
 # -- the table ----------------------------------------------------------------------------------
 OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
@@ -134,6 +138,7 @@ SURFACES: dict[type[PersonaError], Surface] = {
     ModelUnavailable: Surface(503, "model_unavailable"),
     GeneratorUnavailable: Surface(422, "generator_unavailable"),
     UnknownPreset: Surface(422, "unknown_preset"),
+    LLMUnavailable: Surface(503, "llm_unavailable"),
     PersonaError: Surface(500, "persona_error"),
 }
 INTERNAL = Surface(500, "internal_error", exit_code=1)

