@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,6 +21,13 @@ from pydantic_settings import (
 )
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+# The coverage thresholds `persona eval` derived on the dev sets for each packaged model (the field
+# defaults are all-MiniLM-L6-v2's); a model named here gets its own unless they are set explicitly.
+DERIVED_THRESHOLDS: dict[str, dict[str, float]] = {
+    "all-MiniLM-L6-v2": {"min_score": 0.421, "boundary_margin": 0.1, "confident_score": 0.462},
+    "all-mpnet-base-v2": {"min_score": 0.392, "boundary_margin": 0.13, "confident_score": 0.479},
+}
 
 
 class Settings(BaseSettings):
@@ -99,6 +106,15 @@ class Settings(BaseSettings):
         75.0, gt=0, le=3600,
         description="How long an idle HTTP keep-alive connection stays open (above a proxy's idle timeout).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _thresholds_of_the_model(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            model = str(data.get("model") or DEFAULT_MODEL).rstrip("/").rsplit("/", 1)[-1]
+            for name, value in DERIVED_THRESHOLDS.get(model, {}).items():
+                data.setdefault(name, value)
+        return data
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from eval.calibration import derive_coverage
+from retrieval.settings import DERIVED_THRESHOLDS, Settings
 from retrieval.stages.coverage import judge
 
 
@@ -26,3 +29,14 @@ def test_derive_coverage_refuses_every_dev_off_topic_question() -> None:
         judge(t, b, derived.min_score, derived.boundary_margin, derived.confident_score).confidence == "none"
         for t, b in in_scope)
     assert derived.in_scope_refused <= 1 and derived.min_score <= derived.confident_score
+
+
+def test_each_packaged_model_gets_the_thresholds_derived_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().min_score == DERIVED_THRESHOLDS["all-MiniLM-L6-v2"]["min_score"]
+    mpnet = Settings(model="sentence-transformers/all-mpnet-base-v2")
+    assert (mpnet.min_score, mpnet.boundary_margin, mpnet.confident_score) == tuple(
+        DERIVED_THRESHOLDS["all-mpnet-base-v2"].values())
+    monkeypatch.setenv("PERSONA_MODEL", "all-mpnet-base-v2")
+    monkeypatch.setenv("PERSONA_MIN_SCORE", "0.5")
+    assert Settings().min_score == 0.5 and Settings().confident_score == DERIVED_THRESHOLDS["all-mpnet-base-v2"][
+        "confident_score"]
