@@ -38,18 +38,23 @@ class PersonaChange:
 
     slug: str
     file: str
-    chunks: int
+    chunks: int  # the card's passages
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     embedded: int = 0
     published: bool = False
 
+    sidecar: int = 0  # its sidecar's example and boundary questions
+
     def summary(self) -> str:
         if not self.published:
-            return f"{self.slug}: unchanged ({self.chunks} chunks)"
-        return (f"{self.slug}: {self.chunks} chunks, {len(self.added)} added, {len(self.changed)} changed, "
-                f"{len(self.removed)} removed, {self.embedded} embedded")
+            return f"{self.slug}: unchanged ({self.chunks} chunks{self._questions()})"
+        return (f"{self.slug}: {self.chunks} chunks{self._questions()}, {len(self.added)} added, "
+                f"{len(self.changed)} changed, {len(self.removed)} removed, {self.embedded} embedded")
+
+    def _questions(self) -> str:
+        return f" + {self.sidecar} sidecar questions" if self.sidecar else ""
 
 
 @dataclass
@@ -128,7 +133,7 @@ def _ingest_card(path: Path, card: Card, passages: list[Chunk], extra: list[Chun
     """Publish the card's passages and its sidecar's example and boundary questions (``extra``)."""
     chunks = passages + extra
     info = persona_info(card, passages, extra)
-    change = PersonaChange(card.slug, str(path), len(chunks))
+    change = PersonaChange(card.slug, str(path), len(passages), sidecar=len(extra))
     pointer = store.pointer(card.slug)
     same_model = bool(pointer) and pointer.get("model") == model
     if same_model and json.loads(pointer["info"]).get("fingerprint") == info.fingerprint:

@@ -76,6 +76,9 @@ def test_advice_the_ethics_forbid_is_answered_from_the_card(client: TestClient, 
     assert_in_persona_and_grounded(body, question)
     if not body["grounded"]:  # honestly not covered (checked above): no trick is invented
         return
+    if body["confidence"] == "low":  # the card's closest guidance, said to be such: no trick is offered as advice
+        assert body["answer"].startswith("The closest I have on that: ")
+        return
     sections = {c["section"] for c in body["citations"]}  # covered: with the card's own ethics and principles
     assert sections & {"Ethics", "Anti-patterns", "Failure Modes", "Guiding Principles", "Rules of Thumb",
                        "Common Tradeoffs", "Scenarios", "First Principles"}, sections
