@@ -41,7 +41,7 @@ from retrieval.errors import PersonaError
 from retrieval.search import to_hits
 from retrieval.settings import Settings
 from retrieval.store import Store
-from retrieval.types import Answer, Hit, PersonaInfo
+from retrieval.types import Answer, Coverage, Hit, PersonaInfo
 
 TIMING_RUNS = 2  # retrieval is timed this often per question and the fastest run kept (less load noise)
 RANK_DEPTH = 50  # hits fetched for ranking metrics: enough for ten distinct sections
@@ -61,7 +61,7 @@ class Configuration:
     answer: Callable[[Question, PersonaInfo, list[Hit]], Answer]
     known_ids: Callable[[str], set[str]]
     item_ids: bool = True  # False when its chunks are not the card's items: id-level metrics are n/a
-    boundary: Callable[[Question], float] | None = None  # the last retrieval's boundary score (pipeline only)
+    coverage: Callable[[Question], Coverage] | None = None  # the last retrieval's coverage judgement (pipeline only)
 
 
 @dataclass
@@ -131,6 +131,7 @@ def evaluate(config: Configuration, question: Question) -> Record:
         timings.append((time.perf_counter() - started) * 1000)
     latency_ms = min(timings)
     answer = config.answer(question, info, hits)
+    judged = config.coverage(question) if config.coverage else None
     sections = dedupe(h.section for h in hits)
     ids = dedupe(h.id for h in hits)
     cited = {c.n: c.id for c in answer.citations}
@@ -138,7 +139,7 @@ def evaluate(config: Configuration, question: Question) -> Record:
     score = citation_score(answer.text, {c.n: c.text for c in answer.citations})
     record = Record(
         id=question.id, kind=question.kind, question=question.question, sections=sections[:10], ids=ids[:10],
-        top_score=hits[0].score if hits else 0.0, boundary=config.boundary(question) if config.boundary else 0.0,
+        top_score=judged.top if judged else hits[0].score if hits else 0.0, boundary=judged.boundary if judged else 0.0,
         latency_ms=round(latency_ms, 3), grounded=answer.grounded,
         answer=answer.text, cited=list(cited.values()), citation_valid=valid, sentences=score.sentences,
         supported=score.supported, citations=score.citations, precise=score.precise, near=question.near,
@@ -255,11 +256,11 @@ def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
 # -- configurations --------------------------------------------------------------------------
 def pipeline_config(service: PersonaService, answering: PersonaService, generator: str) -> Configuration:
     """The service as users call it: ``service`` retrieves (timed), ``answering`` answers (cached vectors)."""
-    boundaries: dict[str, float] = {}
+    judged: dict[str, Coverage] = {}
 
     def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
         found = service.search(q.question, q.persona, RANK_DEPTH)
-        boundaries[q.id] = found.coverage.boundary
+        judged[q.id] = found.coverage
         return found.info, found.hits
 
     return Configuration(
@@ -268,7 +269,7 @@ def pipeline_config(service: PersonaService, answering: PersonaService, generato
         retrieve=retrieve,
         answer=lambda q, info, hits: answering.ask(q.question, q.persona, generator=generator),
         known_ids=_known_ids(service.store),
-        boundary=lambda q: boundaries.get(q.id, 0.0),
+        coverage=lambda q: judged.get(q.id),
     )
 
 

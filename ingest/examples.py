@@ -7,6 +7,8 @@
 * ``not_covered`` lists questions near the card's domain that the card does not answer. They are
   indexed too (kind ``boundary``) and never returned as hits: a question closer to the boundary
   than to anything the card covers is refused.
+* From the examples, ingest tunes one vector per passage (kind ``tuned``, :func:`tuned_chunks`): the
+  passage's embedding moved toward the questions that should find it (``retrieval/tuning.py``).
 
 Written by the card's author or by ``persona enrich``. Pure functions; ingest embeds the chunks.
 """
@@ -16,10 +18,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from retrieval.errors import InvalidCard
+from retrieval.tuning import SIGNATURE, tune_passages
 from retrieval.types import Chunk
 
 SUFFIX = ".examples.yaml"
@@ -120,6 +124,34 @@ def _chunk(cid: str, slug: str, kind: str, section: str, item: str | None, quest
     digest = hashlib.sha256(f"{kind}\x00{parent}\x00{question}".encode()).hexdigest()[:16]
     return Chunk(id=cid, persona=slug, kind=kind, section=section, item=item, text=question,  # type: ignore[arg-type]
                  embed_text=question, content_hash=digest, position=position, parent=parent)
+
+
+def tuned_chunks(passages: list[Chunk], extra: list[Chunk], vectors: np.ndarray) -> tuple[list[Chunk], np.ndarray]:
+    """A ``tuned`` chunk per ranked passage, with its vector, when the sidecar has examples; else nothing.
+
+    ``vectors`` holds the embeddings of ``passages`` then ``extra``, row for row. The passages ranked
+    are those retrieval ranks: items, sections without items, the overview (a section with items is
+    ranked by its items, see ``retrieval/stages/items.py``). A tuned chunk's id is ``<passage id>#tuned``
+    and it points at its passage through ``parent``.
+    """
+    with_items = {c.section for c in passages if c.kind == "item"}
+    ranked = [i for i, c in enumerate(passages) if not (c.kind == "section" and c.section in with_items)]
+    row = {passages[i].id: n for n, i in enumerate(ranked)}
+    pairs = [(len(passages) + j, row[c.parent]) for j, c in enumerate(extra)
+             if c.kind == "example" and c.parent in row]
+    if not pairs:
+        return [], np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+    tuned = tune_passages(vectors[ranked], vectors[[i for i, _ in pairs]], np.array([p for _, p in pairs]))
+    digest = hashlib.sha256(SIGNATURE.encode())
+    for chunk in [*passages, *extra]:
+        digest.update(f"{chunk.id}\x00{chunk.content_hash}\x00".encode())
+    content = digest.hexdigest()[:16]
+    chunks = [Chunk(id=f"{passages[i].id}#tuned", persona=passages[i].persona, kind="tuned",
+                    section=passages[i].section, item=passages[i].item, text=passages[i].text,
+                    embed_text=passages[i].embed_text, content_hash=content,
+                    position=len(passages) + len(extra) + n, parent=passages[i].id)
+              for n, i in enumerate(ranked)]
+    return chunks, tuned
 
 
 def write_sidecar(path: Path, sidecar: Sidecar, header: str = "") -> None:

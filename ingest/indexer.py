@@ -17,12 +17,13 @@ import numpy as np
 
 from ingest.cards import Card, find_cards, load_card
 from ingest.chunking import chunk_card, items_of, normalise, plain
-from ingest.examples import load_sidecar, sidecar_chunks, sidecar_path
+from ingest.examples import load_sidecar, sidecar_chunks, sidecar_path, tuned_chunks
 from ingest.lint import LintWarning, lint_card
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.sections import MISSION, PRINCIPLES
 from retrieval.store import Store
+from retrieval.tuning import SIGNATURE
 from retrieval.types import Chunk, PersonaInfo
 
 MAX_CHUNKS = 5000
@@ -87,6 +88,8 @@ def persona_info(card: Card, chunks: Sequence[Chunk], extra: Sequence[Chunk] = (
         principles=[plain(i.markdown) for i in items_of(principles.markdown)] if principles else [],
     )
     digest = hashlib.sha256(json.dumps(body.to_dict(), sort_keys=True).encode())
+    if extra:
+        digest.update(SIGNATURE.encode())  # how the sidecar's examples tune the passages' vectors
     for chunk in [*chunks, *extra]:
         digest.update(f"{chunk.id}\x00{chunk.content_hash}\x00".encode())
     return PersonaInfo(**{**body.to_dict(), "fingerprint": digest.hexdigest()[:16]})
@@ -143,13 +146,16 @@ def _ingest_card(path: Path, card: Card, passages: list[Chunk], extra: list[Chun
     change.added = [c.id for c in chunks if c.id not in stored]
     change.changed = [c.id for c in chunks
                       if c.id in stored and stored[c.id].metadata.get("content_hash") != c.content_hash]
-    change.removed = sorted(set(stored) - new_ids)
+    change.removed = sorted(set(stored) - new_ids - {f"{c.id}#tuned" for c in passages})
     reuse = {cid: s.embedding for cid, s in stored.items() if same_model and s.embedding is not None}
     todo = [c for c in chunks if c.id in change.added or c.id in change.changed or c.id not in reuse]
     vectors = _embed(todo, embedder, batch_size, progress, card.slug)
     by_id = {c.id: v for c, v in zip(todo, vectors, strict=True)}
     matrix = np.stack([by_id[c.id] if c.id in by_id else reuse[c.id] for c in chunks]).astype(np.float32)
     change.embedded = len(todo)
+    tuned, tuned_vectors = tuned_chunks(passages, extra, matrix)
+    if tuned:
+        chunks, matrix = chunks + tuned, np.concatenate([matrix, tuned_vectors])
     written = 0
 
     def on_batch(n: int) -> None:

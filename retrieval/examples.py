@@ -1,7 +1,8 @@
-"""A persona's sidecar questions in memory: example questions that point at passages, and the boundary.
+"""A persona's sidecar in memory: example questions that point at passages, the passages' vectors tuned
+to them, and the boundary.
 
-Built from the stored chunks of kind ``example`` and ``boundary`` (see ``ingest/examples.py``) beside
-the passages' :class:`retrieval.dense.DenseIndex`, from the same read of the store.
+Built from the stored chunks of kind ``example``, ``tuned`` and ``boundary`` (see ``ingest/examples.py``)
+beside the passages' :class:`retrieval.dense.DenseIndex`, from the same read of the store.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ def _unit(rows: list[np.ndarray], dimension: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ExampleIndex:
-    """Example vectors with the id of the passage each points at, and the boundary's vectors."""
+    """Example vectors with the id of the passage each points at, tuned passage vectors, the boundary's vectors."""
 
     parents: list[str]
     vectors: np.ndarray
     boundary: np.ndarray
+    tuned_ids: tuple[str, ...] = ()
+    tuned: np.ndarray | None = None
 
     @classmethod
     def build(cls, chunks: Sequence[StoredChunk], passage_ids: set[str]) -> ExampleIndex:
@@ -34,11 +37,15 @@ class ExampleIndex:
         examples = [c for c in chunks if c.metadata.get("kind") == "example" and c.embedding is not None
                     and c.metadata.get("parent") in passage_ids]
         boundary = [c for c in chunks if c.metadata.get("kind") == "boundary" and c.embedding is not None]
+        tuned = [c for c in chunks if c.metadata.get("kind") == "tuned" and c.embedding is not None
+                 and c.metadata.get("parent") in passage_ids]
         with_vector = next((c for c in chunks if c.embedding is not None), None)
         dimension = len(with_vector.embedding) if with_vector is not None and with_vector.embedding is not None else 0
         return cls([str(c.metadata["parent"]) for c in examples],
                    _unit([c.embedding for c in examples], dimension),
-                   _unit([c.embedding for c in boundary], dimension))
+                   _unit([c.embedding for c in boundary], dimension),
+                   tuple(str(c.metadata["parent"]) for c in tuned),
+                   _unit([c.embedding for c in tuned], dimension) if tuned else None)
 
     def best_by_passage(self, vector: np.ndarray) -> dict[str, float]:
         """The highest cosine of ``vector`` to any example of each passage that has examples."""
@@ -50,6 +57,12 @@ class ExampleIndex:
             if value > best.get(parent, -1.0):
                 best[parent] = value
         return best
+
+    def tuned_by_passage(self, vector: np.ndarray) -> dict[str, float]:
+        """The cosine of ``vector`` to each passage's tuned vector (passages without one are absent)."""
+        if self.tuned is None:
+            return {}
+        return dict(zip(self.tuned_ids, (self.tuned @ np.asarray(vector, dtype=np.float32)).tolist(), strict=True))
 
     def boundary_score(self, vector: np.ndarray) -> float:
         """The highest cosine of ``vector`` to a question the card does not cover (0 when there are none)."""

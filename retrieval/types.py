@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-ChunkKind = Literal["overview", "section", "item", "example", "boundary"]
+ChunkKind = Literal["overview", "section", "item", "example", "boundary", "tuned"]
 PASSAGE_KINDS = frozenset(("overview", "section", "item"))
 """Kinds that are the card's own text (hits, citations). ``example`` (a question that points at its
-``parent`` passage) and ``boundary`` (a question the card does not cover) come from the card's sidecar."""
+``parent`` passage) and ``boundary`` (a question the card does not cover) come from the card's sidecar;
+``tuned`` (a passage's vector tuned to its examples, pointing at it through ``parent``) is made from them."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,8 @@ such; ``none`` not covered (refused)."""
 class Coverage:
     """The judgement behind :data:`Confidence`, from the best passage's score and the boundary's.
 
-    ``top`` is the best hit's score; ``boundary`` the question's closest cosine to a question the card
-    does not cover (its sidecar's ``not_covered``; 0 without one).
+    ``top`` is the evidence judged (the pipeline's ``support``, else the best hit's score); ``boundary``
+    the question's closest cosine to a question the card does not cover (its sidecar's ``not_covered``; 0 without one).
     """
 
     confidence: Confidence

@@ -55,12 +55,14 @@ class State:
     scored: list[Scored] = field(default_factory=list)  # candidates with a score, in any order
     hits: list[Hit] = field(default_factory=list)  # the answer: the best k, ranked
     boundary: float = 0.0  # the query's closest cosine to a question the card does not cover
+    support: float | None = None  # evidence that the card covers the query (default: the best hit's score)
     coverage: Coverage | None = None  # how well the card covers the query (refuse, answer tentatively, answer)
 
     @classmethod
     def inputs(cls) -> frozenset[str]:
-        """The fields a request fills before the first stage runs (``boundary`` starts at 0: no boundary known)."""
-        return frozenset(("query", "info", "k", "sections", "corpus", "boundary"))
+        """The fields a request fills before the first stage runs (``boundary`` starts at 0: no boundary known;
+        ``support`` at ``None``: the best hit's score)."""
+        return frozenset(("query", "info", "k", "sections", "corpus", "boundary", "support"))
 
 
 class Stage(Protocol):

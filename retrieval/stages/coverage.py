@@ -24,16 +24,17 @@ def judge(top: float, boundary: float, min_score: float, boundary_margin: float,
 
 @dataclass(frozen=True)
 class CoverageJudge:
-    """``hits`` + ``boundary`` -> ``coverage``, with the thresholds of the settings (``min_score``,
-    ``boundary_margin``, ``confident_score``)."""
+    """``hits`` + ``support`` + ``boundary`` -> ``coverage``, with the thresholds of the settings (``min_score``,
+    ``boundary_margin``, ``confident_score``); the evidence judged is ``support`` when a stage measured it,
+    else the best hit's score."""
 
     min_score: float
     boundary_margin: float
     confident_score: float
-    reads: ClassVar[tuple[str, ...]] = ("hits", "boundary")
+    reads: ClassVar[tuple[str, ...]] = ("hits", "support", "boundary")
     writes: ClassVar[tuple[str, ...]] = ("coverage",)
     compute: ClassVar[bool] = True
 
     def run(self, state: State) -> None:
-        top = state.hits[0].score if state.hits else 0.0
+        top = state.support if state.support is not None else state.hits[0].score if state.hits else 0.0
         state.coverage = judge(top, state.boundary, self.min_score, self.boundary_margin, self.confident_score)
