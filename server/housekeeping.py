@@ -6,7 +6,7 @@ inside ``<chat_history>`` and the JSON it wants back (``{"title": ...}``, ``{"fo
 refusal (or a 400 for a long chat). They are recognised by that shape, never by a header line, and
 answered from the card without generating anything:
 
-- **title**: the conversation's first user question, shortened (:func:`title_of`);
+- **title**: the conversation's first user question, shortened, without its question mark (:func:`title_of`);
 - **follow_ups**: questions the user could ask next, drawn from the card: its own "Questions Experts
   Constantly Ask" nearest the last question, and the titled items retrieved near the answer that the
   answer did not already use, phrased by their section's role (:func:`suggestion`);
@@ -111,8 +111,9 @@ def parse_history(history: str) -> list[Turn]:
 
 
 def title_of(question: str, limit: int = TITLE_CHARS) -> str:
-    """A question as a title: its first sentence, cut at a word within ``limit`` characters."""
-    first = _QUESTION_END.split(" ".join(question.split()), maxsplit=1)[0]
+    """A question as a title: its first sentence without the closing mark, cut at a word within
+    ``limit`` characters."""
+    first = _QUESTION_END.split(" ".join(question.split()), maxsplit=1)[0].rstrip("?!. ")
     if len(first) <= limit:
         return first
     cut = first[:limit - 1].rsplit(" ", 1)[0].rstrip(",;:-–— ")

@@ -95,11 +95,11 @@ def test_history_turns_may_span_lines() -> None:
 
 
 def test_title_is_the_first_question_shortened() -> None:
-    assert housekeeping.title_of(QUESTION) == QUESTION
+    assert housekeeping.title_of(QUESTION) == QUESTION.rstrip("?")
     long = "How should I set quotas for a territory with very uneven account potential across reps? Thanks."
     title = housekeeping.title_of(long)
     assert len(title) <= 50 and title.endswith("…") and long.startswith(title[:-1])
-    assert housekeeping.title_of("What is OTE? And ramp?") == "What is OTE?"
+    assert housekeeping.title_of("What is OTE? And ramp?") == "What is OTE"
 
 
 def test_suggestions_ask_about_titled_items_by_their_role() -> None:
@@ -162,7 +162,7 @@ def test_follow_ups_come_from_the_card(service: PersonaService, first_reply: str
 
 def test_title_and_tags(service: PersonaService, first_reply: str) -> None:
     info = service.persona("sales-manager")
-    assert housekeeping.answer(service, info, chores(TITLE, first_reply)) == {"title": QUESTION}
+    assert housekeeping.answer(service, info, chores(TITLE, first_reply)) == {"title": QUESTION.rstrip("?")}
     tags = housekeeping.answer(service, info, chores(TAGS, first_reply))["tags"]
     assert tags[0] == "Business" and 2 <= len(tags) <= 4
     assert set(tags[1:]) <= {"Sales Leadership", "Forecasting", "Coaching", "Pipeline Management", "Quota"}
@@ -192,7 +192,7 @@ def test_chores_through_the_chat_api_even_for_long_chats(base_url: str, first_re
     parsed = json.loads(body["choices"][0]["message"]["content"])
     assert len(parsed["follow_ups"]) >= 3 and body["citations"] == [] and body["generator"] == "housekeeping"
     title = chat(base_url, TITLE.replace("{history}", history(("user", QUESTION), ("assistant", long_reply))))
-    assert json.loads(title.json()["choices"][0]["message"]["content"]) == {"title": QUESTION}
+    assert json.loads(title.json()["choices"][0]["message"]["content"]) == {"title": QUESTION.rstrip("?")}
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", timeout=120,
                       json={"model": "sales-manager", "stream": True,
                             "messages": [{"role": "user", "content": TAGS.replace("{history}", history(
