@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.servers import uvicorn_server
+from bench.servers import free_port, uvicorn_server
 from generation.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
@@ -35,12 +34,6 @@ QUESTION = "How much pipeline do I need to hit my quota?"
 FOLLOW_UP = "And what if my team is brand new?"
 STARTUP_SECONDS = 420
 ANSWER_MS = 120_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
