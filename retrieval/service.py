@@ -137,21 +137,24 @@ class Retriever:
         together too, and each passage is ranked by its score for the follow-up alone plus
         :data:`FOLLOW_UP_CONTEXT` times its score for both (a passage missing from a list counts that
         list's lowest score), so passages about the new part outrank the previous answer's topic. The
-        passages the previous reply already used are left out either way. Confidence is then at most
-        ``low`` (answered as the closest guidance), and ``none`` when neither search is covered.
+        passages the previous reply already used are left out either way (unless that leaves none).
+        Confidence is then at most ``low`` (answered as the closest guidance), and ``none`` when neither
+        search is covered.
         """
         k = self.settings.default_k if k is None else k
         alone = self.search(question, persona, max(k, FOLLOW_UP_POOL))
         if alone.coverage.confidence == "high":
-            fresh = [h for h in alone.hits if not follow_up.used(h)][:k]
+            fresh = ([h for h in alone.hits if not follow_up.used(h)] or alone.hits)[:k]
             return Retrieval(alone.info, _ranked(fresh, [h.score for h in fresh]), alone.coverage)
         both = self.search(f"{follow_up.previous} {question}", persona, max(k, FOLLOW_UP_POOL))
         own = {h.id: h.score for h in alone.hits}
         topic = {h.id: h.score for h in both.hits}
         floor_own, floor_topic = min(own.values(), default=0.0), min(topic.values(), default=0.0)
         pool: dict[str, tuple[float, Hit]] = {}
-        for hit in [*alone.hits, *both.hits]:
-            if hit.id not in pool and not follow_up.used(hit):
+        hits = [*alone.hits, *both.hits]
+        unused = [h for h in hits if not follow_up.used(h)] or hits
+        for hit in unused:
+            if hit.id not in pool:
                 score = own.get(hit.id, floor_own) + FOLLOW_UP_CONTEXT * topic.get(hit.id, floor_topic)
                 pool[hit.id] = (score / (1 + FOLLOW_UP_CONTEXT), hit)
         best = sorted(pool.values(), key=lambda p: -p[0])[:k]

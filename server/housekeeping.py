@@ -29,7 +29,6 @@ from retrieval.text import question_of, strip_markdown
 from retrieval.types import Hit, PersonaInfo
 
 Task = Literal["title", "follow_ups", "tags"]
-TASKS: tuple[Task, ...] = ("title", "follow_ups", "tags")
 QUESTIONS_SECTION = "Questions Experts Constantly Ask"
 TITLE_CHARS = 50
 MAX_FOLLOW_UPS = 4
@@ -38,7 +37,6 @@ MAX_TAGS = 3
 _HISTORY = re.compile(r"<chat_history>\s*(?P<history>.*?)\s*</chat_history>", re.DOTALL | re.IGNORECASE)
 _JSON_KEY = re.compile(r'\{\s*"(?P<key>title|follow_ups|tags)"\s*:')
 _TURN = re.compile(r"^(?P<role>USER|ASSISTANT|SYSTEM):[ \t]?", re.MULTILINE)
-_SOURCES = re.compile(r"\n+Sources:\n(?:- .*(?:\n|$))+\s*$")
 _QUESTION_END = re.compile(r"(?<=[?.!])\s+")
 _UNTITLED = "…"
 
@@ -194,8 +192,3 @@ def answer(service: PersonaService, info: PersonaInfo, request: Request) -> dict
 
 def reply_text(service: PersonaService, info: PersonaInfo, request: Request) -> str:
     return json.dumps(answer(service, info, request), ensure_ascii=False)
-
-
-def without_sources(reply: str) -> str:
-    """An assistant reply without its trailing "Sources:" list."""
-    return _SOURCES.sub("", reply)

@@ -132,7 +132,6 @@ def test_long_messages_become_their_last_question() -> None:
 
 def test_tags_are_humanised() -> None:
     assert housekeeping.humanise("pipeline-management") == "Pipeline Management"
-    assert housekeeping.without_sources("Answer [1]\n\nSources:\n- [1] A › B\n- [2] C") == "Answer [1]"
 
 
 # -- answers from the card (real model and index) ----------------------------------------------
