@@ -27,7 +27,7 @@ from server.app import create_app
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-OPEN_WEBUI = Path(os.environ.get("OPEN_WEBUI", ROOT / ".venv-owui" / "bin" / "open-webui"))
+OPEN_WEBUI = (ROOT / os.environ.get("OPEN_WEBUI", ".venv-owui/bin/open-webui")).absolute()
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "img"
 QUESTION = "How much pipeline do I need to hit my quota?"
