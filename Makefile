@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
 
-.PHONY: install serve test eval bench clean wrk
+.PHONY: install serve test test-integrations eval bench clean wrk
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,17 @@ serve: install
 # without it (no root, no apt) they fall back to bench/load.py's raw-socket client.
 test: install wrk
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m pytest
+
+# Opt-in: a real Open WebUI (in its own virtualenv: its exact pins clash with ours) driven in Debian's
+# Chromium against the service; screenshots land in docs/img/. See docs/integrations.md.
+OWUI_VENV ?= .venv-owui
+test-integrations: install
+	test -x $(OWUI_VENV)/bin/open-webui || ($(PYTHON) -m venv $(OWUI_VENV) \
+		&& $(OWUI_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 \
+		&& $(OWUI_VENV)/bin/pip install --quiet --disable-pip-version-check open-webui==0.12.4)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False OPEN_WEBUI=$(OWUI_VENV)/bin/open-webui \
+		$(BIN)/python -m pytest -m integration tests/integrations
 
 eval: install
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona eval --out eval/out

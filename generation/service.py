@@ -8,7 +8,7 @@ from generation.base import Context, Generator, events
 from generation.registry import generators as registered
 from retrieval.embedder import Embedder
 from retrieval.registry import Registry
-from retrieval.service import Retriever, clean
+from retrieval.service import FollowUp, Retrieval, Retriever, clean
 from retrieval.settings import Settings
 from retrieval.stages.coverage import judge
 from retrieval.store import Store
@@ -46,21 +46,28 @@ class PersonaService(Retriever):
         return self.generators.resolve(generator).answer(self.context(info, question, hits, instructions))
 
     def ask(self, question: str, persona: str | None = None, k: int | None = None,
-            generator: str | None = None, instructions: str = "") -> Answer:
+            generator: str | None = None, instructions: str = "", follow_up: FollowUp | None = None) -> Answer:
         """An answer in the persona's voice, every claim cited, or an honest "not covered".
 
-        ``instructions`` (a chat client's system messages) reach generators that can use them.
+        ``instructions`` (a chat client's system messages) reach generators that can use them; a
+        ``follow_up`` is searched by :meth:`Retriever.search_follow_up`.
         """
         question = clean(question, "question")
         make = self.generators.resolve(generator)
-        found = self.search(question, persona, k)
+        found = self._find(question, persona, k, follow_up)
         return make.answer(self.context(found.info, question, found.hits, instructions, found.coverage))
 
     def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
-                   generator: str | None = None, instructions: str = "") -> Iterator[AnswerEvent]:
+                   generator: str | None = None, instructions: str = "",
+                   follow_up: FollowUp | None = None) -> Iterator[AnswerEvent]:
         """The answer as a stream: text deltas as they are produced, then the final answer
         (see :func:`generation.base.events`)."""
         question = clean(question, "question")
         make = self.generators.resolve(generator)
-        found = self.search(question, persona, k)
+        found = self._find(question, persona, k, follow_up)
         yield from events(make, self.context(found.info, question, found.hits, instructions, found.coverage))
+
+    def _find(self, question: str, persona: str | None, k: int | None, follow_up: FollowUp | None) -> Retrieval:
+        if follow_up is None:
+            return self.search(question, persona, k)
+        return self.search_follow_up(question, follow_up, persona, k)

@@ -86,6 +86,8 @@ def persona_info(card: Card, chunks: Sequence[Chunk], extra: Sequence[Chunk] = (
         chunks=len(chunks),
         core_mission=plain(mission.markdown) if mission else "",
         principles=[plain(i.markdown) for i in items_of(principles.markdown)] if principles else [],
+        category=card.category or "",
+        tags=list(card.tags),
     )
     digest = hashlib.sha256(json.dumps(body.to_dict(), sort_keys=True).encode())
     if extra:

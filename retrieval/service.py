@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +28,11 @@ from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
+FOLLOW_UP_POOL = 20
+"""Passages each of a follow-up's two searches considers."""
+FOLLOW_UP_CONTEXT = 0.5
+"""Weight of a passage's score for the previous question plus the follow-up, beside its score for the
+follow-up alone (weight 1)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,15 @@ class Retrieval:
     info: PersonaInfo
     hits: list[Hit]
     coverage: Coverage
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """What a follow-up question leans on: the previous question, and which passages the previous
+    reply already used (those are not offered again)."""
+
+    previous: str
+    used: Callable[[Hit], bool] = lambda hit: False
 
 
 class Retriever:
@@ -114,6 +128,40 @@ class Retriever:
                                            self.settings.confident_score)
         return Retrieval(info, state.hits, coverage)
 
+    def search_follow_up(self, question: str, follow_up: FollowUp, persona: str | None = None,
+                         k: int | None = None) -> Retrieval:
+        """A follow-up's passages: the new part drives, the previous question only gives the topic.
+
+        The follow-up is searched alone first; when the card covers it with ``high`` confidence its own
+        passages are the answer's. Otherwise the previous question and the follow-up are searched
+        together too, and each passage is ranked by its score for the follow-up alone plus
+        :data:`FOLLOW_UP_CONTEXT` times its score for both (a passage missing from a list counts that
+        list's lowest score), so passages about the new part outrank the previous answer's topic. The
+        passages the previous reply already used are left out either way (unless that leaves none).
+        Confidence is then at most ``low`` (answered as the closest guidance), and ``none`` when neither
+        search is covered.
+        """
+        k = self.settings.default_k if k is None else k
+        alone = self.search(question, persona, max(k, FOLLOW_UP_POOL))
+        if alone.coverage.confidence == "high":
+            fresh = ([h for h in alone.hits if not follow_up.used(h)] or alone.hits)[:k]
+            return Retrieval(alone.info, _ranked(fresh, [h.score for h in fresh]), alone.coverage)
+        both = self.search(f"{follow_up.previous} {question}", persona, max(k, FOLLOW_UP_POOL))
+        own = {h.id: h.score for h in alone.hits}
+        topic = {h.id: h.score for h in both.hits}
+        floor_own, floor_topic = min(own.values(), default=0.0), min(topic.values(), default=0.0)
+        pool: dict[str, tuple[float, Hit]] = {}
+        hits = [*alone.hits, *both.hits]
+        unused = [h for h in hits if not follow_up.used(h)] or hits
+        for hit in unused:
+            if hit.id not in pool:
+                score = own.get(hit.id, floor_own) + FOLLOW_UP_CONTEXT * topic.get(hit.id, floor_topic)
+                pool[hit.id] = (score / (1 + FOLLOW_UP_CONTEXT), hit)
+        best = sorted(pool.values(), key=lambda p: -p[0])[:k]
+        covered = alone.coverage.covered or both.coverage.covered
+        coverage = Coverage("low" if covered else "none", best[0][0] if best else 0.0, both.coverage.boundary)
+        return Retrieval(alone.info, _ranked([h for _, h in best], [s for s, _ in best]), coverage)
+
     def _persona_indexes(self, info: PersonaInfo) -> PersonaIndexes:
         """The persona's BM25 index and in-memory vectors, loaded on first use and again when it changes.
 
@@ -145,6 +193,11 @@ class Retriever:
             vectors = self.embedder.encode([question, *texts])
             return [float(v) for v in vectors[1:] @ vectors[0]]
         return score
+
+
+def _ranked(hits: Sequence[Hit], scores: Sequence[float]) -> list[Hit]:
+    """``hits`` with the given scores, ranked 1.. in this order."""
+    return [replace(h, score=float(s), rank=i) for i, (h, s) in enumerate(zip(hits, scores, strict=True), 1)]
 
 
 def clean(text: str, field: str) -> str:

@@ -76,6 +76,16 @@ class Settings(BaseSettings):
         None, max_length=40,
         description="Generator behind /v1/chat/completions (a name of generation.registry; default: the first).",
     )
+    chat_housekeeping: bool = Field(
+        True,
+        description="Answer a chat tool's title / follow-up / tags prompts (recognised by their shape) from the "
+                    "card; off: they are answered as questions.",
+    )
+    chat_sources: Literal["auto", "text", "events"] = Field(
+        "auto",
+        description="How a chat stream gives its sources: text (a 'Sources' list after the answer, and citation "
+                    "events), events (citation events only), auto (events only for Open WebUI).",
+    )
     retrieval: str | None = Field(
         None, max_length=40,
         description="Retrieval preset (a name of retrieval.pipeline.PRESETS; default: the first, 'hybrid').",

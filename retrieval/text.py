@@ -53,6 +53,28 @@ def sentences(text: str) -> list[str]:
     return merged
 
 
+def question_of(text: str, limit: int) -> str:
+    """A chat message as a query: all of it (whitespace collapsed) within ``limit`` characters; a longer
+    one by its last question (the last sentence ending in "?"), else by its last sentences that fit,
+    else by the end of its last sentence, cut at a word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    parts = _SENTENCE_END.split(text)
+    asked = [p for p in parts if p.rstrip("\"'”’)").endswith("?") and len(p) <= limit]
+    if asked:
+        return asked[-1]
+    kept: list[str] = []
+    for sentence in reversed(parts):
+        if len(" ".join([sentence, *kept])) > limit:
+            break
+        kept.insert(0, sentence)
+    if kept:
+        return " ".join(kept)
+    tail = text[-limit:]
+    return tail.split(" ", 1)[1] if " " in tail else tail
+
+
 def markers(text: str) -> list[int]:
     """The ``[n]`` citation markers in a text, in order of appearance (repeats kept)."""
     return [int(m) for m in MARKER.findall(text)]

@@ -193,6 +193,8 @@ class PersonaInfo:
     core_mission: str = ""
     principles: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         """The fields of the HTTP contract."""

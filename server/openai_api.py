@@ -1,14 +1,19 @@
 """The OpenAI-compatible door: ``GET /v1/models`` and ``POST /v1/chat/completions``.
 
 Chat tools that speak OpenAI's API (Open WebUI, LibreChat, the OpenAI SDKs) see one model per
-persona, named by its slug. The last user message is the question; a short follow-up that refers
-back ("and what if the rep is new?") is answered with the previous user question folded in. Client
-``system`` messages are passed to the generator as extra instructions: they never replace the
-persona or its grounding.
+persona, named by its slug. The last user message is the question (a message over
+``MAX_QUERY_CHARS`` is searched by its last question); a follow-up that leans on the
+previous question ("and what if the rep is new?") is searched by its own words first, with the
+previous question as the topic (:meth:`retrieval.service.Retriever.search_follow_up`), leaving out
+the passages the previous reply used. Client ``system`` messages are passed to the generator as
+extra instructions: they never replace the persona or its grounding. A chat tool's housekeeping
+prompts (title, follow-up suggestions, tags) are answered by :mod:`server.housekeeping`.
 
 Citations reach every kind of client: the text carries ``[n]`` markers and ends with a "Sources"
 list; the response carries a structured ``citations`` list; a stream also sends one Open WebUI
-citation event per source (``{"event": {"type": "citation", "data": ...}}``) before ``[DONE]``.
+citation event per source (``{"event": {"type": "citation", "data": ...}}``) before ``[DONE]``,
+named to fit Open WebUI's chip (:func:`chip_name`). Open WebUI turns every ``[n]`` of the text into
+a chip, the Sources list's too, so a stream to it (:func:`sources_as_events`) leaves the text list out.
 
 ``usage`` counts tokens as words and punctuation marks (:func:`count_tokens`): the service has no
 LLM tokenizer of its own, so this is a documented approximation, the same for prompt and answer.
@@ -34,8 +39,9 @@ from starlette.concurrency import iterate_in_threadpool
 
 from generation.sources import sources_block, with_sources
 from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, InvalidQuery, PersonaError
-from retrieval.service import MAX_K, MAX_QUERY_CHARS
+from retrieval.service import MAX_K, FollowUp
 from retrieval.types import Answer, AnswerEvent, Citation, PersonaInfo
+from server import housekeeping
 from server.routes import service_of
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,11 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 OWNER = "persona-rag"
 FOLLOW_UP_MAX_WORDS = 12
+CHIP_CHARS = 30
+"""Open WebUI shows a source name of more than 30 characters as its first 15, "...", its last 10."""
+OPEN_WEBUI_TOOLS = frozenset({"view_chat", "search_chats", "get_current_timestamp"})
+"""Built-in tools Open WebUI (0.12, native function calling, its default) offers the model on every chat."""
+SOURCES_HEADER = "x-persona-sources"
 _CONNECTIVE = re.compile(r"^\W*(and|but|also|so|then|or|what about|how about|what if|same)\b", re.IGNORECASE)
 _REFERENCE = re.compile(r"\b(it|its|that|this|these|those|they|them|their|he|she|him|her|one)\b", re.IGNORECASE)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -83,10 +94,20 @@ class ChatCompletionRequest(BaseModel):
 # -- pure helpers -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Conversation:
-    """What a chat asks: the question answered (follow-ups folded in) and the client's instructions."""
+    """What a chat asks: the question (the last user message, or its last question when it is long),
+    the previous question and reply when it is a follow-up, and the client's instructions."""
 
     question: str
     instructions: str
+    previous: str = ""
+    reply: str = ""
+
+    def follow_up(self) -> FollowUp | None:
+        """How the service searches a follow-up; None for a question of its own."""
+        if not self.previous:
+            return None
+        reply = self.reply
+        return FollowUp(self.previous, lambda hit: housekeeping.used_in(hit, reply))
 
 
 def is_follow_up(text: str) -> bool:
@@ -98,19 +119,19 @@ def is_follow_up(text: str) -> bool:
 
 
 def conversation(messages: Sequence[ChatMessage]) -> Conversation:
-    """The question to answer: the last user message, with the previous one folded in for a follow-up."""
-    asked = [m.text().strip() for m in messages if m.role == "user" and m.text().strip()]
+    """The question to answer: the last user message (its last question when it is long), with
+    the previous question and the reply to it for a follow-up."""
+    asked = [i for i, m in enumerate(messages) if m.role == "user" and m.text().strip()]
     if not asked:
         raise InvalidQuery("messages must contain a user message with text")
-    question = asked[-1]
-    if len(question) > MAX_QUERY_CHARS:
-        raise InvalidQuery(f"the last user message must be at most {MAX_QUERY_CHARS} characters, got {len(question)}")
-    if len(asked) > 1 and is_follow_up(question):
-        room = MAX_QUERY_CHARS - len(question) - 1
-        previous = asked[-2][-room:] if room > 0 else ""
-        question = f"{previous} {question}".strip()
+    question = housekeeping.chat_query(messages[asked[-1]].text())
     instructions = "\n".join(m.text().strip() for m in messages if m.role in ("system", "developer") and m.text())
-    return Conversation(question, instructions)
+    if len(asked) < 2 or not is_follow_up(question):
+        return Conversation(question, instructions)
+    before, last = asked[-2], asked[-1]
+    replies = [m.text() for m in messages[before + 1:last] if m.role == "assistant"]
+    previous = housekeeping.chat_query(messages[before].text())
+    return Conversation(question, instructions, previous, replies[-1] if replies else "")
 
 
 def count_tokens(text: str) -> int:
@@ -118,8 +139,9 @@ def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def closing_text(streamed: str, answer: Answer) -> str:
-    """What a stream still owes after its deltas: the rest of the checked answer, then the Sources.
+def closing_text(streamed: str, answer: Answer, with_list: bool = True) -> str:
+    """What a stream still owes after its deltas: the rest of the checked answer, then the Sources
+    (unless ``with_list`` is false).
 
     When the generator's final text is not what it streamed (it fell back to the extractive answer
     after a draft it could not back), the checked answer follows the draft, clearly marked.
@@ -128,17 +150,50 @@ def closing_text(streamed: str, answer: Answer) -> str:
         rest = answer.text[len(streamed):]
     else:
         rest = (CORRECTION if streamed.strip() else "") + answer.text
-    return rest + sources_block(answer.citations)
+    return rest + (sources_block(answer.citations) if with_list else "")
+
+
+def chip_name(citation: Citation, limit: int = CHIP_CHARS) -> str:
+    """A source's name on an Open WebUI chip: its item (or section), cut at a word to fit ``limit``.
+
+    No "[n]" prefix: Open WebUI numbers the sources itself. The full path is in the pop-up.
+    """
+    name = " ".join((citation.item or citation.section).split())
+    if len(name) <= limit:
+        return name
+    cut = name[:limit - 1].rsplit(" ", 1)[0] if " " in name[:limit - 1] else name[:limit - 1]
+    return cut.rstrip(",;:.–—- …") + "…"
 
 
 def citation_event(citation: Citation) -> dict[str, Any]:
-    """One source in the form Open WebUI renders under a message."""
-    name = f"[{citation.n}] {citation.path}"
+    """One source in the form Open WebUI renders under a message: a short name for the chip, the
+    card's path and passage in the pop-up."""
+    name = chip_name(citation)
     return {"type": "citation", "data": {
-        "document": [citation.text],
-        "metadata": [{"source": citation.id, "name": name}],
+        "document": [f"**{citation.path}**\n\n{citation.text}"],
+        "metadata": [{"source": citation.id, "name": name, "path": citation.path}],
         "source": {"id": citation.id, "name": name},
     }}
+
+
+def sources_as_events(request: Request, body: ChatCompletionRequest, setting: str) -> bool:
+    """Whether a stream's sources go as citation events only, without the text "Sources" list.
+
+    ``setting`` is ``PERSONA_CHAT_SOURCES``: ``text`` never, ``events`` always, ``auto`` (default)
+    for Open WebUI, told apart by any of: an ``X-Persona-Sources: events`` header (a connection's
+    custom header), the ``X-OpenWebUI-*`` headers it forwards when told to, or the built-in tools
+    it offers the model on every chat (:data:`OPEN_WEBUI_TOOLS`).
+    """
+    asked = request.headers.get(SOURCES_HEADER, "").strip().lower()
+    if asked in ("text", "events"):
+        return asked == "events"
+    if setting != "auto":
+        return setting == "events"
+    if any(name.lower().startswith("x-openwebui-") for name in request.headers):
+        return True
+    tools = getattr(body, "tools", None) or []
+    names = {str((t.get("function") or {}).get("name", "")) for t in tools if isinstance(t, dict)}
+    return bool(names & OPEN_WEBUI_TOOLS)
 
 
 def usage(prompt: str, completion: str) -> dict[str, int]:
@@ -192,28 +247,61 @@ async def get_model(model: str, request: Request) -> dict[str, Any]:
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any] | StreamingResponse:
     """A reply in the persona's voice, every claim cited; ``stream: true`` for server-sent events."""
     service = service_of(request)
-    chat = conversation(body.messages)
+    settings = request.app.state.settings
     info = await run_in_threadpool(service.persona, body.model)
-    generator = service.generator_name(body.generator or request.app.state.settings.chat_generator)
     prompt = "\n".join(m.text() for m in body.messages)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    chores = housekeeping.recognise(last_user_text(body.messages)) if settings.chat_housekeeping else None
+    if chores is not None:
+        content = await run_in_threadpool(housekeeping.reply_text, service, info, chores)
+        return chores_reply(body, Chunks(completion_id, created, info.slug), prompt, content)
+    chat = conversation(body.messages)
+    generator = service.generator_name(body.generator or settings.chat_generator)
     if body.stream:
-        events = service.ask_events(chat.question, info.slug, body.k, generator, chat.instructions)
+        events = service.ask_events(chat.question, info.slug, body.k, generator, chat.instructions, chat.follow_up())
         # The first event is awaited here, so a failure before any text is a plain HTTP error.
         first = await run_in_threadpool(next, events, None)
         events = itertools.chain([first] if first else [], events)
         chunks = Chunks(completion_id, created, info.slug)
-        return StreamingResponse(stream(events, chunks, prompt), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    answer = await run_in_threadpool(service.ask, chat.question, info.slug, body.k, generator, chat.instructions)
+        with_list = not sources_as_events(request, body, settings.chat_sources)
+        return StreamingResponse(stream(events, chunks, prompt, with_list), media_type="text/event-stream",
+                                 headers=STREAM_HEADERS)
+    answer = await run_in_threadpool(service.ask, chat.question, info.slug, body.k, generator, chat.instructions,
+                                     chat.follow_up())
     content = with_sources(answer)
-    return {
-        "id": completion_id, "object": "chat.completion", "created": created, "model": info.slug,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": "stop", "logprobs": None}],
-        "usage": usage(prompt, content),
-        **answer_fields(answer),
-    }
+    return {**completion(completion_id, created, info.slug, content), "usage": usage(prompt, content),
+            **answer_fields(answer)}
+
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def last_user_text(messages: Sequence[ChatMessage]) -> str:
+    asked = [m.text() for m in messages if m.role == "user" and m.text().strip()]
+    return asked[-1] if asked else ""
+
+
+def completion(completion_id: str, created: int, model: str, content: str) -> dict[str, Any]:
+    """A ``chat.completion`` with one assistant message."""
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop", "logprobs": None}]}
+
+
+def chores_reply(body: ChatCompletionRequest, chunks: Chunks, prompt: str,
+                 content: str) -> dict[str, Any] | StreamingResponse:
+    """A housekeeping answer (JSON text, no citations), as a completion or a one-delta stream."""
+    extra = {"citations": [], "grounded": True, "generator": "housekeeping", "warnings": []}
+    if not body.stream:
+        return {**completion(chunks.id, chunks.created, chunks.model, content), "usage": usage(prompt, content),
+                **extra}
+
+    async def one() -> AsyncIterator[str]:
+        yield sse(chunks.make({"role": "assistant", "content": content}))
+        yield sse(chunks.make({}, "stop", usage=usage(prompt, content), **extra))
+        yield DONE
+
+    return StreamingResponse(one(), media_type="text/event-stream", headers=STREAM_HEADERS)
 
 
 # -- streaming --------------------------------------------------------------------------------
@@ -240,8 +328,10 @@ def sse(data: dict[str, Any]) -> str:
 DONE = "data: [DONE]\n\n"
 
 
-async def stream(events: Iterator[AnswerEvent], chunks: Chunks, prompt: str) -> AsyncIterator[str]:
-    """Deltas as the generator produces them, the Sources, one citation event per source, the usage.
+async def stream(events: Iterator[AnswerEvent], chunks: Chunks, prompt: str,
+                 with_list: bool = True) -> AsyncIterator[str]:
+    """Deltas as the generator produces them, the Sources (unless ``with_list`` is false), one citation
+    event per source, the usage.
 
     The citation events are chunks with no choices (OpenAI SDKs skip them) and an ``event`` field
     (what Open WebUI reads). An error after the stream started is sent as OpenAI's error object.
@@ -266,7 +356,7 @@ async def stream(events: Iterator[AnswerEvent], chunks: Chunks, prompt: str) -> 
     if answer is None:
         yield sse(INTERNAL.openai_body("the generator ended without an answer")) + DONE
         return
-    tail = closing_text("".join(streamed), answer)
+    tail = closing_text("".join(streamed), answer, with_list)
     if tail:
         yield sse(chunks.make({"content": tail}))
     for citation in answer.citations:

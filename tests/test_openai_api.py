@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -16,7 +17,15 @@ from retrieval.settings import Settings
 from retrieval.text import markers
 from retrieval.types import Answer, Citation
 from server.app import create_app
-from server.openai_api import ChatMessage, closing_text, conversation, count_tokens, is_follow_up
+from server.openai_api import (
+    ChatMessage,
+    chip_name,
+    citation_event,
+    closing_text,
+    conversation,
+    count_tokens,
+    is_follow_up,
+)
 
 QUESTION = "How much pipeline do I need to hit my quota?"
 
@@ -82,8 +91,11 @@ def test_stream_reassembles_to_the_plain_completion(client: openai.OpenAI) -> No
     for event, citation in zip(events, final.model_extra["citations"], strict=True):
         assert event["type"] == "citation"
         data = event["data"]
-        assert data["document"] == [citation["text"]] and data["metadata"][0]["source"] == citation["id"]
-        assert data["source"]["name"].startswith(f"[{citation['n']}] {citation['section']}")
+        path = f"{citation['section']} › {citation['item']}" if citation["item"] else citation["section"]
+        assert data["document"] == [f"**{path}**\n\n{citation['text']}"]
+        assert data["metadata"][0]["source"] == citation["id"] and data["metadata"][0]["path"] == path
+        name = data["source"]["name"]
+        assert name == data["metadata"][0]["name"] and len(name) <= 30 and not name.startswith("[")
 
 
 def test_raw_stream_is_sse_ending_with_done(base_url: str) -> None:
@@ -94,6 +106,54 @@ def test_raw_stream_is_sse_ending_with_done(base_url: str) -> None:
     assert all(line.startswith("data: ") for line in lines)
     assert lines[-1] == "data: [DONE]" and lines.count("data: [DONE]") == 1
     assert '"event": {"type": "citation"' in "\n".join(lines)
+
+
+def stream_text(base_url: str, body: dict, headers: dict[str, str] | None = None) -> str:
+    """The text of a raw chat stream (the deltas joined)."""
+    text = []
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, headers=headers or {},
+                      timeout=120) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[6:])
+                text += [c["delta"].get("content") or "" for c in chunk["choices"]]
+    return "".join(text)
+
+
+OPEN_WEBUI_TOOLS = [{"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+                    for name in ("get_current_timestamp", "search_chats", "view_chat")]
+
+
+def test_open_webui_streams_get_events_only_and_plain_clients_the_sources_list(base_url: str) -> None:
+    body = {"model": "sales-manager", "messages": [user(QUESTION)], "stream": True}
+    plain = stream_text(base_url, body)
+    assert "\n\nSources:\n- [1] " in plain
+    webui = stream_text(base_url, {**body, "tools": OPEN_WEBUI_TOOLS})
+    assert "Sources:" not in webui and "[1]" in webui and plain.startswith(webui)
+    assert "Sources:" not in stream_text(base_url, body, {"X-OpenWebUI-User-Id": "u1"})
+    assert "Sources:" not in stream_text(base_url, body, {"X-Persona-Sources": "events"})
+    assert "Sources:" in stream_text(base_url, {**body, "tools": OPEN_WEBUI_TOOLS}, {"X-Persona-Sources": "text"})
+
+
+def test_a_long_message_is_answered_from_its_last_question(client: openai.OpenAI) -> None:
+    context = "We sell software to mid-market companies and the team has grown over the years. " * 30
+    completion = ask(client, user(context + QUESTION))
+    assert len(context + QUESTION) > 2000
+    assert completion.model_extra["grounded"] and completion.model_extra["citations"]
+
+
+def test_follow_up_answers_the_new_part_not_the_last_answer(client: openai.OpenAI) -> None:
+    """After a question about pipeline, "and what if my team is brand new?" is about the team."""
+    first = ask(client, user(QUESTION))
+    follow = ask(client, user(QUESTION), {"role": "assistant", "content": first.choices[0].message.content},
+                 user("And what if my team is brand new?"))
+    before = {c["id"] for c in first.model_extra["citations"]}
+    after = follow.model_extra["citations"]
+    assert after and follow.model_extra["grounded"], "grounded in the card"
+    assert not before & {c["id"] for c in after}, "the follow-up does not repeat the previous answer's passages"
+    assert all("pipeline" not in c["id"] and "/vocabulary/" not in c["id"] for c in after)
+    assert any("team" in c["text"].lower() for c in after)
 
 
 def test_follow_up_is_answered_in_the_context_of_the_previous_question(client: openai.OpenAI) -> None:
@@ -153,13 +213,31 @@ def test_conversation_folds_follow_ups_and_keeps_instructions() -> None:
                          ChatMessage(role="user", content="How do I coach a struggling rep?"),
                          ChatMessage(role="assistant", content="..."),
                          ChatMessage(role="user", content=[{"type": "text", "text": "and what if they are new?"}])])
-    assert chat.question == "How do I coach a struggling rep? and what if they are new?"
-    assert chat.instructions == "Answer briefly."
+    assert chat.question == "and what if they are new?"
+    assert chat.previous == "How do I coach a struggling rep?" and chat.reply == "..."
+    assert chat.instructions == "Answer briefly." and chat.follow_up() is not None
     fresh = conversation([ChatMessage(role="user", content="How do I coach?"),
                           ChatMessage(role="user", content="What is OTE?")])
-    assert fresh.question == "What is OTE?"
+    assert fresh.question == "What is OTE?" and fresh.follow_up() is None
+    long = conversation([ChatMessage(role="user", content="Some context here. " * 200 + "What is OTE?")])
+    assert long.question == "What is OTE?"
     with pytest.raises(InvalidQuery):
         conversation([ChatMessage(role="assistant", content="hello")])
+
+
+def test_chip_names_fit_open_webui() -> None:
+    long = Citation(1, "sales-manager/mental-models/x", "Mental Models", "Leading vs. lagging indicators", "t")
+    assert chip_name(long) == "Leading vs. lagging indicators"
+    cut = Citation(2, "sales-manager/q/x", "Questions Experts Constantly Ask",
+                   "Is my pipeline coverage enough to hit the…", "t")
+    assert chip_name(cut) == "Is my pipeline coverage…" and len(chip_name(cut)) <= 30
+    section = Citation(3, "sales-manager/core-mission", "Core Mission", None, "t")
+    assert chip_name(section) == "Core Mission"
+    assert chip_name(Citation(4, "i", "S", "Supercalifragilisticexpialidocious-ness-word", "t")) == \
+        "Supercalifragilisticexpialido…"
+    event = citation_event(long)["data"]
+    assert event["source"] == {"id": long.id, "name": "Leading vs. lagging indicators"}
+    assert event["document"] == ["**Mental Models › Leading vs. lagging indicators**\n\nt"]
 
 
 def test_closing_text_completes_or_corrects_the_stream() -> None:
@@ -170,3 +248,4 @@ def test_closing_text_completes_or_corrects_the_stream() -> None:
     corrected = closing_text("Arr, a draft the card does not back.", answer)
     assert corrected.startswith("\n\n---\n") and corrected.endswith(answer.text + sources_block([citation]))
     assert count_tokens("OTE is on-target earnings. [1]") == 10
+    assert closing_text("OTE is ", answer, with_list=False) == "on-target earnings. [1]"
