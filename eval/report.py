@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
+
+PLOTTING_MISSING = ("persona eval draws its plots with matplotlib, which is not installed: "
+                    "pip install 'persona-rag[eval]' (in a checkout, `make eval` installs it)")
+"""What ``persona eval`` says, before it runs anything, when the ``eval`` extra is missing."""
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the ``eval`` extra) is importable."""
+    return importlib.util.find_spec("matplotlib") is not None
 
 METRICS: list[tuple[str, str]] = [
     ("section.hit@1", "section hit@1"), ("section.hit@3", "section hit@3"), ("section.hit@5", "section hit@5"),
