@@ -41,7 +41,10 @@ class Settings(BaseSettings):
         DEFAULT_MODEL,
         description="sentence-transformers model name or path; packaged offline: all-MiniLM-L6-v2, all-mpnet-base-v2.",
     )
-    seeds_dir: Path = Field(Path("./seeds"), description="Cards ingested by `make serve` on first start.")
+    seeds_dir: Path | None = Field(
+        None, description="Cards `persona serve` and `persona ingest` take when none are named; unset: ./seeds when "
+                          "it exists, else the built-in Sales Manager example (ingest.cards.default_cards).",
+    )
     default_k: int = Field(5, ge=1, le=50, description="Passages retrieved per question.")
     # min_score, boundary_margin and confident_score are derived, not guessed: `persona eval` prints
     # "coverage thresholds derived from sales-manager-chat-dev, sales-manager-dev" (eval/calibration.py,
