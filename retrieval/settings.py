@@ -90,7 +90,15 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (comma-separated in the environment); none by default.",
     )
     rate_limit: str | None = Field(
-        "120/minute", description="Requests per client, e.g. '120/minute' or '10/second;500/hour'; empty = off."
+        "600/minute",
+        description="Requests per user (a user header below) or else per client address, e.g. '600/minute' or "
+                    "'10/second;500/hour'; empty = off.",
+    )
+    rate_limit_user_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["X-OpenWebUI-User-Id", "X-User-Id"],
+        description="Headers naming the end user a chat tool speaks for (comma-separated in the environment); the "
+                    "first present gives the request a budget of its own. With PERSONA_API_KEY set, only requests "
+                    "carrying the key are trusted with it. Empty: one budget per client address.",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
@@ -119,9 +127,9 @@ class Settings(BaseSettings):
                 data.setdefault(name, value)
         return data
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "rate_limit_user_headers", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
