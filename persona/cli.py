@@ -245,17 +245,32 @@ def serve_command(
             err.print("no cards named (--cards DIR, PERSONA_SEEDS_DIR) and no ./seeds folder: the built-in Sales "
                       "Manager example is served", highlight=False, markup=False, soft_wrap=True)
         run_ingest(settings, [source], unless_others=builtin)
+    app = create_app(settings, serving_at=f"http://{local_address(host)}:{port}")
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False,
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None, access_log=False,
                 timeout_keep_alive=settings.keep_alive_seconds)
 
 
+def local_address(host: str) -> str:
+    """How a client on this machine reaches a server bound to ``host`` (a wildcard address: loopback)."""
+    if host in {"", "0.0.0.0"}:
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 @app.command("mcp")
-def mcp_command(data_dir: DataDir = None) -> None:
+def mcp_command(
+    data_dir: DataDir = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Go through the persona server at this URL (default: the server holding the index, "
+                         "when one does; else open the index here).")] = None,
+) -> None:
     """Serve the personas to MCP clients on stdin/stdout (tools, card sections, speak_as prompt)."""
     from server.mcp_server import run_stdio
 
-    run_stdio(settings_for(data_dir))
+    run_stdio(settings_for(data_dir), server)
 
 
 @app.command("eval")
