@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,11 @@ PLOTTING_MISSING = ("persona eval draws its plots with matplotlib, which is not 
 
 def can_plot() -> bool:
     """Whether matplotlib (the ``eval`` extra) is importable."""
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 METRICS: list[tuple[str, str]] = [
     ("section.hit@1", "section hit@1"), ("section.hit@3", "section hit@3"), ("section.hit@5", "section hit@5"),
