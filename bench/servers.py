@@ -74,12 +74,12 @@ def stop(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def running(command: Sequence[str], ready_url: str, env: dict[str, str] | None = None,
-            log: Path | None = None, timeout: float = 120.0) -> Iterator[subprocess.Popen]:
-    """Start ``command``, wait until ``ready_url`` answers, and stop the process afterwards."""
+            log: Path | None = None, timeout: float = 120.0, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+    """Start ``command`` (in ``cwd``), wait until ``ready_url`` answers, and stop the process afterwards."""
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(open(log, "ab")) if log else subprocess.DEVNULL
         process = subprocess.Popen(list(command), env={**os.environ, **(env or {})}, stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, cwd=cwd)
         stack.callback(stop, process)
         wait_until_up(ready_url, process, timeout)
         yield process

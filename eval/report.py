@@ -6,6 +6,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+PLOTTING_MISSING = ("persona eval draws its plots with matplotlib, which is not installed: "
+                    "pip install 'persona-rag[eval]' (in a checkout, `make eval` installs it)")
+"""What ``persona eval`` says, before it runs anything, when the ``eval`` extra is missing."""
+
+
+def can_plot() -> bool:
+    """Whether matplotlib (the ``eval`` extra) is importable."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
 METRICS: list[tuple[str, str]] = [
     ("section.hit@1", "section hit@1"), ("section.hit@3", "section hit@3"), ("section.hit@5", "section hit@5"),
     ("section.mrr", "section MRR"), ("section.ndcg@10", "section nDCG@10"),

@@ -304,28 +304,29 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
     """The pipeline and the baselines, on temporary indexes that are removed afterwards.
 
     With ``use_index`` the pipeline reads the index of ``settings`` as it is; otherwise the seed
-    cards (``settings.seeds_dir``) are ingested into a temporary one. Baselines are always built
-    from the seed cards into a temporary index.
+    cards (:func:`ingest.cards.default_cards`: ``settings.seeds_dir``, ``./seeds`` or the built-in card) are
+    ingested into a temporary one. Baselines are always built from the seed cards into a temporary index.
     """
-    from ingest.cards import find_cards, load_card
+    from ingest.cards import default_cards, find_cards, load_card
     from ingest.indexer import ingest
 
+    seeds = default_cards(settings.seeds_dir)
     _one_thread()
     embedder = embedder or create_embedder(settings.model)
     with tempfile.TemporaryDirectory(prefix="persona-eval-", ignore_cleanup_errors=True) as tmp:
         if not use_index:
             settings = settings.model_copy(update={"data_dir": Path(tmp) / "pipeline", "chroma_url": None})
-            ingest([settings.seeds_dir], Store(settings), embedder, settings.model, settings.embed_batch_size, progress)
+            ingest([seeds], Store(settings), embedder, settings.model, settings.embed_batch_size, progress)
         registry = generators(settings)
         service = PersonaService(settings, embedder=embedder, generators=registry)
         answering = PersonaService(settings, embedder=CachedEmbedder(embedder), store=service.store,
                                    generators=registry)
         answering.generator_name(generator)  # raises for an unknown generator, listing the available ones
-        cards = {card.slug: card for card in map(load_card, find_cards([settings.seeds_dir]))}
+        cards = {card.slug: card for card in map(load_card, find_cards([seeds]))}
         for slug in personas:
             service.persona(slug)  # raises UnknownPersona when the index lacks it
             if slug not in cards:
-                raise PersonaError(f"no card for persona {slug!r} in {settings.seeds_dir}: the baselines need it")
+                raise PersonaError(f"no card for persona {slug!r} in {seeds}: the baselines need it")
         base_store = Store(settings.model_copy(update={"data_dir": Path(tmp) / "baselines", "chroma_url": None}))
         own = {slug: service.persona(slug) for slug in personas}
         configs = [pipeline_config(service, answering, generator),

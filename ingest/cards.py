@@ -190,6 +190,21 @@ def is_sidecar(path: Path) -> bool:
     return path.stem.endswith(EXAMPLES_SUFFIX)
 
 
+BUILTIN_CARDS = Path(__file__).resolve().parent / "builtin"
+"""The built-in example, shipped inside the package: the Sales Manager card and its sidecar. In a checkout the
+files are links to ``seeds/`` (the one copy in git); a wheel carries the files themselves."""
+SEEDS = Path("seeds")
+"""The cards folder of the current directory, used when ``PERSONA_SEEDS_DIR`` is not set."""
+
+
+def default_cards(seeds_dir: Path | None) -> Path:
+    """The cards to ingest when none are named: ``seeds_dir`` when set, else ``./seeds`` when it exists,
+    else the built-in example (:data:`BUILTIN_CARDS`), so that the installed package serves a persona anywhere."""
+    if seeds_dir is not None:
+        return seeds_dir
+    return SEEDS if SEEDS.is_dir() else BUILTIN_CARDS
+
+
 def find_cards(paths: list[Path]) -> list[Path]:
     """Expand files and directories into the sorted list of card files (*.yaml, *.yml, sidecars left out)."""
     found: list[Path] = []

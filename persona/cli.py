@@ -52,8 +52,12 @@ def service_for(settings: Settings) -> PersonaService:
     return PersonaService(settings, generators=generators(settings))
 
 
-def run_ingest(settings: Settings, paths: list[Path]) -> None:
-    """Ingest cards with a progress bar on the terminal."""
+def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = False) -> None:
+    """Ingest cards with a progress bar on the terminal.
+
+    ``unless_others``: leave the index alone when it holds a persona of another card (the built-in example
+    is ingested into an empty index, or to refresh itself, never beside cards of your own)."""
+    from ingest.cards import find_cards, load_card
     from ingest.indexer import ingest
     from retrieval.embedder import embedder_for, ensure_onnx
     from retrieval.store import Store, exclusive
@@ -62,6 +66,13 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
 
     with exclusive(settings), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                        TimeElapsedColumn(), console=err, transient=True) as bar:
+        store = Store(settings)
+        if unless_others:
+            others = {p.slug for p in store.personas()} - {load_card(path).slug for path in find_cards(paths)}
+            if others:
+                err.print(f"serving the personas indexed in {store.location} ({', '.join(sorted(others))}); "
+                          "the built-in example is not added", highlight=False, markup=False, soft_wrap=True)
+                return
         tasks: dict[str, int] = {}
 
         def progress(description: str, done: int, total: int) -> None:
@@ -69,7 +80,7 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
 
-        report = ingest(paths, Store(settings), embedder_for(settings), settings.model,
+        report = ingest(paths, store, embedder_for(settings), settings.model,
                         batch_size=settings.embed_batch_size, progress=progress)
     for change in report.changes:
         err.print(change.summary(), highlight=False)
@@ -79,12 +90,15 @@ def run_ingest(settings: Settings, paths: list[Path]) -> None:
 
 @app.command("ingest")
 def ingest_command(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Card files or folders (default: seeds/).")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Card files or folders (default: $PERSONA_SEEDS_DIR, else ./seeds, else the built-in example).")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Validate cards, chunk them and index what changed."""
+    from ingest.cards import default_cards
+
     settings = settings_for(data_dir)
-    run_ingest(settings, paths or [settings.seeds_dir])
+    run_ingest(settings, paths or [default_cards(settings.seeds_dir)])
 
 
 @app.command("enrich")
@@ -207,31 +221,56 @@ def ask_command(
 def serve_command(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT", help="Port (default $PORT or 8000).")] = 8000,
+    cards: Annotated[Path | None, typer.Option(
+        "--cards", help="Your cards (a folder or a file), ingested before serving (default: $PERSONA_SEEDS_DIR, "
+                        "else ./seeds, else the built-in Sales Manager example while no other card is indexed).",
+    )] = None,
     ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest",
-                                               help="Ingest seeds/ when missing or stale.")] = True,
+                                               help="Ingest the cards when missing or stale.")] = True,
     data_dir: DataDir = None,
 ) -> None:
-    """Serve the HTTP API (ingesting seeds/ first when the index is missing or stale)."""
+    """Serve the HTTP API (ingesting the cards first when the index is missing or stale)."""
     import uvicorn
 
+    from ingest.cards import BUILTIN_CARDS, default_cards
     from retrieval.embedder import ensure_onnx
     from server.app import create_app
 
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir, seeds_dir=cards)
     ensure_onnx(settings.model, settings.models_dir, settings.embedder, settings.embed_precision)
-    if ingest_seeds and settings.seeds_dir.exists():
-        run_ingest(settings, [settings.seeds_dir])
+    if ingest_seeds:
+        source = default_cards(settings.seeds_dir)
+        builtin = source == BUILTIN_CARDS
+        if builtin:
+            err.print("no cards named (--cards DIR, PERSONA_SEEDS_DIR) and no ./seeds folder: the built-in Sales "
+                      "Manager example is served", highlight=False, markup=False, soft_wrap=True)
+        run_ingest(settings, [source], unless_others=builtin)
+    app = create_app(settings, serving_at=f"http://{local_address(host)}:{port}")
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", log_config=None, access_log=False,
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None, access_log=False,
                 timeout_keep_alive=settings.keep_alive_seconds)
 
 
+def local_address(host: str) -> str:
+    """How a client on this machine reaches a server bound to ``host`` (a wildcard address: loopback)."""
+    if host in {"", "0.0.0.0"}:
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 @app.command("mcp")
-def mcp_command(data_dir: DataDir = None) -> None:
+def mcp_command(
+    data_dir: DataDir = None,
+    server: Annotated[str | None, typer.Option(
+        "--server", help="Go through the persona server at this URL (default: the server holding the index, "
+                         "when one does; else open the index here).")] = None,
+) -> None:
     """Serve the personas to MCP clients on stdin/stdout (tools, card sections, speak_as prompt)."""
     from server.mcp_server import run_stdio
 
-    run_stdio(settings_for(data_dir))
+    run_stdio(settings_for(data_dir), server)
 
 
 @app.command("eval")
@@ -254,6 +293,9 @@ def eval_command(
     from eval.sets import THRESHOLDS_FILE, default_sets, load_set, load_thresholds
     from generation.registry import generators
 
+    if not report.can_plot():
+        err.print(f"error: {report.PLOTTING_MISSING}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
     settings = settings_for(data_dir)
     generator = generators(settings).name(generator)
     question_sets = [load_set(path) for path in (sets or default_sets())]

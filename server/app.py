@@ -16,13 +16,18 @@ from server import errors, health, mcp_http, openai_api, page, routes, stream
 from server.middleware import install_middleware
 
 
-def create_app(settings: Settings | None = None, service: PersonaService | None = None) -> FastAPI:
-    """Build the app. The model and the index are opened in the lifespan, not at import time."""
+def create_app(settings: Settings | None = None, service: PersonaService | None = None,
+               serving_at: str | None = None) -> FastAPI:
+    """Build the app. The model and the index are opened in the lifespan, not at import time.
+
+    ``serving_at``: the base URL the app is served at (``persona serve`` passes it), noted beside the index
+    lock so that ``persona mcp`` on the same index goes through this server.
+    """
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with exclusive(settings):
+        with exclusive(settings, serving_at):
             app.state.service = service or PersonaService(settings, generators=generators(settings))
             # Open the index and load the model before the first request; what is missing is logged.
             await run_in_threadpool(health.warm_up, app.state.service)

@@ -1,4 +1,5 @@
-"""Readiness: can the service reach its index and load its embedding model? Used at start-up and by /healthz."""
+"""Readiness: can the service reach its index, load its embedding model, and is any persona indexed?
+Used at start-up and by /healthz."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from retrieval.service import Retriever
 
 log = logging.getLogger(__name__)
 
+NO_PERSONA = ("no persona is indexed: run `persona ingest DIR` (or `persona serve --cards DIR`), or check "
+              "PERSONA_SEEDS_DIR and PERSONA_DATA_DIR")
+
 
 def problems(service: Retriever) -> dict[str, str]:
-    """What keeps the service from answering, by component (``index``, ``model``); empty when ready."""
+    """What keeps the service from answering, by component (``index``, ``model``, ``personas``); empty when ready."""
     found: dict[str, str] = {}
     try:
         service.store.ping()
+        if not service.personas():
+            found["personas"] = NO_PERSONA
     except PersonaError as exc:
         found["index"] = exc.message
     try:
@@ -22,6 +28,13 @@ def problems(service: Retriever) -> dict[str, str]:
     except PersonaError as exc:
         found["model"] = exc.message
     return found
+
+
+def status(found: dict[str, str]) -> str:
+    """``ok``; ``degraded`` when the service runs but has no persona to answer as; ``unavailable`` otherwise."""
+    if not found:
+        return "ok"
+    return "degraded" if set(found) == {"personas"} else "unavailable"
 
 
 def warm_up(service: Retriever) -> dict[str, str]:
@@ -33,6 +46,6 @@ def warm_up(service: Retriever) -> dict[str, str]:
     found = problems(service)
     for component, message in found.items():
         log.error("start-up check failed: %s: %s (GET /healthz answers 503 until this is fixed)", component, message)
-    if not found:
+    if "model" not in found:
         service.embed_query("warm up")
     return found

@@ -31,10 +31,10 @@ from generation.prompts import system_prompt
 from generation.registry import generators
 from generation.service import PersonaService
 from generation.sources import with_sources
-from retrieval.errors import PersonaError
+from retrieval.errors import IndexUnavailable, PersonaError
 from retrieval.service import MAX_K, MAX_QUERY_CHARS
 from retrieval.settings import Settings
-from retrieval.store import exclusive
+from retrieval.store import exclusive, holder
 from retrieval.types import retrieval_body
 from server.mcp_http import MOUNT_PATH
 from server.schemas import AskResponse, PersonasResponse, RetrieveResponse
@@ -167,13 +167,26 @@ def _result(text: str, body: BaseModel) -> CallToolResult:
 
 
 # -- transports -------------------------------------------------------------------------------
-def run_stdio(settings: Settings) -> None:
-    """``persona mcp``: serve on stdin/stdout, holding the index as the HTTP server does."""
-    with exclusive(settings):
-        service = PersonaService(settings, generators=generators(settings))
-        service.store.ping()
-        service.embed_query("warm up")
-        build_server(service).run("stdio")
+def run_stdio(settings: Settings, server: str | None = None) -> None:
+    """``persona mcp``: serve on stdin/stdout, holding the index as the HTTP server does; or, when a
+    ``persona serve`` holds it (or ``server`` names one), relay to that server's ``/mcp`` (:mod:`server.mcp_bridge`)."""
+    with contextlib.ExitStack() as held:
+        if server is None:
+            try:
+                held.enter_context(exclusive(settings))
+            except IndexUnavailable:
+                server = holder(settings)
+                if server is None:  # held by `persona ingest`, or by a server that did not say where it is
+                    raise
+        if server is None:
+            service = PersonaService(settings, generators=generators(settings))
+            service.store.ping()
+            service.embed_query("warm up")
+            build_server(service).run("stdio")
+            return
+    from server import mcp_bridge
+
+    mcp_bridge.run(server, settings.api_key)
 
 
 def transport_security(extra_hosts: list[str]) -> TransportSecuritySettings:

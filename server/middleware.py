@@ -142,6 +142,21 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def presented_key(headers: Headers) -> bytes | None:
+    """The API key a request carries (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``), if any."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip().encode("utf-8", "replace")
+    given = headers.get("x-api-key")
+    return given.strip().encode("utf-8", "replace") if given else None
+
+
+def key_matches(headers: Headers, key: bytes) -> bool:
+    """Whether the request carries ``key``, compared in constant time (:func:`hmac.compare_digest`)."""
+    given = presented_key(headers)
+    return given is not None and hmac.compare_digest(given, key)
+
+
 class ApiKey:
     """Require the API key (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``) on non-public paths.
 
@@ -158,23 +173,16 @@ class ApiKey:
     def is_public(self, path: str) -> bool:
         return path in self.public_paths or path.startswith(self.public_prefixes)
 
-    def presented(self, headers: Headers) -> bytes | None:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip().encode("utf-8", "replace")
-        given = headers.get("x-api-key")
-        return given.strip().encode("utf-8", "replace") if given else None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in {"http", "websocket"} or self.is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
-        given = self.presented(Headers(scope=scope))
-        if given is not None and hmac.compare_digest(given, self.key):
+        headers = Headers(scope=scope)
+        if key_matches(headers, self.key):
             await self.app(scope, receive, send)
             return
         detail = ("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
-                  if given is None else "invalid API key")
+                  if presented_key(headers) is None else "invalid API key")
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": detail})
             return
@@ -183,22 +191,42 @@ class ApiKey:
 
 
 class RateLimit:
-    """Per-client request budget over the whole API (slowapi's :class:`~slowapi.Limiter`), 429 past it.
+    """Per-user request budget over the whole API (slowapi's :class:`~slowapi.Limiter`), 429 past it.
+
+    A chat tool sends all its users' requests from one address, so the budget is keyed by the user it names
+    in the first of ``user_headers`` present (Open WebUI's ``X-OpenWebUI-User-Id`` when it forwards user
+    info, or a generic ``X-User-Id``), and by the client address when there is none. The header is trusted
+    only from a client holding the API key when one is set (without a key every client is anonymous anyway):
+    a stranger cannot mint budgets, nor dodge the limit while guessing the key.
 
     slowapi's own middleware finds the route's endpoint to decide what to limit, which misses
     routes FastAPI includes from routers (and mounted apps); here every path but the probes
-    (``/healthz``, ``/metrics``) shares one budget per client address.
+    (``/healthz``, ``/metrics``) shares one budget per user or client address.
     """
 
     EXEMPT = frozenset({"/healthz", "/metrics"})
+    MAX_USER_CHARS = 200
 
-    def __init__(self, app: ASGIApp, rate: str) -> None:
+    def __init__(self, app: ASGIApp, rate: str, user_headers: Iterable[str] = (), api_key: str | None = None) -> None:
         from slowapi import Limiter
-        from slowapi.util import get_remote_address
 
         self.app = app
-        self.limiter = Limiter(key_func=get_remote_address, application_limits=[rate], key_style="url",
+        self.user_headers = tuple(user_headers)
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.limiter = Limiter(key_func=self.budget, application_limits=[rate], key_style="url",
                                storage_uri="memory://")
+
+    def budget(self, request: Request) -> str:
+        """Whose budget a request draws on: ``user:<id>`` for a trusted user header, else the client address."""
+        from slowapi.util import get_remote_address
+
+        headers = request.headers
+        if self.api_key is None or key_matches(headers, self.api_key):
+            for name in self.user_headers:
+                user = headers.get(name, "").strip()
+                if user:
+                    return f"user:{user[:self.MAX_USER_CHARS]}"
+        return f"address:{get_remote_address(request)}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from slowapi.errors import RateLimitExceeded
@@ -244,7 +272,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     if settings.api_key:
         app.add_middleware(ApiKey, key=settings.api_key)
     if settings.rate_limit:
-        app.add_middleware(RateLimit, rate=settings.rate_limit)
+        app.add_middleware(RateLimit, rate=settings.rate_limit, user_headers=settings.rate_limit_user_headers,
+                           api_key=settings.api_key)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

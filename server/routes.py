@@ -30,10 +30,11 @@ def service_of(request: Request) -> PersonaService:
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
 async def healthz(request: Request) -> JSONResponse:
-    """Liveness and readiness: ``ok`` when the index and the model answer; otherwise 503 saying what is wrong."""
+    """Readiness: ``ok`` when the index and the model answer and a persona is indexed; otherwise 503 saying what
+    is wrong (``degraded``: running, but no persona to answer as; ``unavailable``: the index or the model)."""
     found = await run_in_threadpool(health.problems, service_of(request))
     if found:
-        return JSONResponse({"status": "unavailable", "checks": found}, status_code=503)
+        return JSONResponse({"status": health.status(found), "checks": found}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 

@@ -98,3 +98,11 @@ def test_serve_ingests_seeds_then_answers_over_http(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_eval_without_the_eval_extra_names_it() -> None:
+    hidden = ("import sys; sys.modules['matplotlib'] = None; sys.argv = ['persona', 'eval']; "
+              "from persona.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pip install 'persona-rag[eval]'" in result.stderr

@@ -254,9 +254,11 @@ def test_server_starts_says_what_is_wrong_and_recovers_when_chroma_comes_up(tmp_
                                           "127.0.0.1", "--port", str(chroma_port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while httpx.get(f"http://127.0.0.1:{api_port}/healthz").status_code != 200:
+        while "index" in (body := httpx.get(f"http://127.0.0.1:{api_port}/healthz").json()).get("checks", {}):
             assert time.monotonic() < deadline, "the server did not recover once Chroma was up"
             time.sleep(0.5)
+        # The new Chroma server is empty: running, reachable, but not ready until a persona is ingested.
+        assert body["status"] == "degraded" and set(body["checks"]) == {"personas"}
     finally:
         server.send_signal(signal.SIGINT)
         try:

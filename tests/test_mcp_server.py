@@ -1,6 +1,8 @@
 """The MCP server through both of its doors, driven by the `mcp` client library.
 
 stdio: `python -m persona mcp` spawned on an index built in tmp from the seed.
+relay: `python -m persona mcp` on the index a running `persona serve` holds (with an API key): it goes through
+that server's /mcp.
 streamable HTTP: the FastAPI app under uvicorn on a free local port, MCP at /mcp.
 Every client test runs once per transport and protocol mode, on one client session each.
 """
@@ -14,17 +16,21 @@ import httpx
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 
-from bench.servers import uvicorn_server
+from bench.servers import persona_server, uvicorn_server
 from generation.service import PersonaService
 from ingest.indexer import ingest
 from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.settings import Settings
-from retrieval.store import Store
+from retrieval.store import SERVER_FILE, Store
 from retrieval.text import markers
 from server.app import create_app
 from tests.conftest import ROOT, SEED
 
 pytestmark = pytest.mark.anyio
+KEY = "relay-key"
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                         "clientInfo": {"name": "test", "version": "0"}}}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +49,25 @@ def stdio_server(tmp_path_factory: pytest.TempPathFactory,
 
 
 @pytest.fixture(scope="module")
+def relayed(tmp_path_factory: pytest.TempPathFactory,
+            embedder: SentenceTransformerEmbedder) -> Iterator[StdioServerParameters]:
+    """`persona mcp` while `persona serve` runs on the same index: it reads through the server."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("relay") / "index")
+    ingest([SEED], Store(settings), embedder, settings.model)
+    with persona_server(settings.data_dir, PERSONA_API_KEY=KEY) as served:
+        assert served.url in (settings.data_dir / SERVER_FILE).read_text()
+        # The server imports its MCP part on the first /mcp request; done here, so that a busy machine does
+        # not push the client's 10 s protocol probe into the fallback handshake (which works, but is not 2026).
+        warm = httpx.post(f"{served.url}/mcp", json=INITIALIZE, timeout=120, headers={
+            "authorization": f"Bearer {KEY}", "accept": "application/json, text/event-stream"})
+        assert warm.status_code == 200, warm.text
+        env = {"PERSONA_DATA_DIR": str(settings.data_dir), "PERSONA_API_KEY": KEY, "HF_HUB_OFFLINE": "1",
+               "ANONYMIZED_TELEMETRY": "False"}
+        yield StdioServerParameters(command=sys.executable, args=["-m", "persona", "mcp"], env=env, cwd=ROOT)
+    assert not (settings.data_dir / SERVER_FILE).exists()
+
+
+@pytest.fixture(scope="module")
 def base_url(seeded_settings: Settings, service: PersonaService) -> Iterator[str]:
     """The whole app under uvicorn on a free local port."""
     settings = seeded_settings.model_copy(update={"mcp_allowed_hosts": ["persona.test:*"]})
@@ -50,13 +75,15 @@ def base_url(seeded_settings: Settings, service: PersonaService) -> Iterator[str
         yield url
 
 
-@pytest.fixture(scope="module", params=["stdio", "stdio-legacy", "http", "http-legacy"])
+@pytest.fixture(scope="module", params=["stdio", "stdio-legacy", "relay", "relay-legacy", "http", "http-legacy"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
     """A connected client per transport, in each protocol mode: "auto" negotiates the current
     protocol, "legacy" the initialize handshake that most chat tools still speak."""
     transport, _, legacy = request.param.partition("-")
     if transport == "stdio":
         target: StdioServerParameters | str = request.getfixturevalue("stdio_server")
+    elif transport == "relay":
+        target = request.getfixturevalue("relayed")
     else:
         target = request.getfixturevalue("base_url") + "/mcp"
     async with Client(target, mode=legacy or "auto", read_timeout_seconds=300) as connected:
@@ -153,10 +180,7 @@ def test_http_app_keeps_its_routes_beside_mcp(base_url: str) -> None:
 
 @pytest.mark.parametrize(("host", "status"), [("persona.test:8000", 200), ("attacker.test:8000", 421)])
 def test_http_mcp_checks_the_host_header(base_url: str, host: str, status: int) -> None:
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                             "clientInfo": {"name": "test", "version": "0"}}}
-    response = httpx.post(f"{base_url}/mcp", json=initialize, headers={
+    response = httpx.post(f"{base_url}/mcp", json=INITIALIZE, headers={
         "host": host, "accept": "application/json, text/event-stream"})
     assert response.status_code == status
 

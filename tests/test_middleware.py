@@ -8,9 +8,11 @@ import json
 import logging
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.servers import uvicorn_server
 from generation.service import PersonaService
 from retrieval.settings import Settings
 from server.app import create_app
@@ -223,6 +225,44 @@ def test_rate_limit_is_per_client(seeded_settings: Settings, service: PersonaSer
     with TestClient(app, client=("10.0.0.1", 1000)) as first, TestClient(app, client=("10.0.0.2", 1000)) as second:
         assert [first.get("/v1/personas").status_code for _ in range(3)] == [200, 200, 429]
         assert second.get("/v1/personas").status_code == 200
+
+
+def statuses(url: str, count: int, **headers: str) -> list[int]:
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        return [http.get("/v1/personas").status_code for _ in range(count)]
+
+
+def test_rate_limit_is_per_user_over_http(seeded_settings: Settings, service: PersonaService) -> None:
+    """A chat tool's users share its address: each user it names (Open WebUI's header, or X-User-Id) has a
+    budget of its own; requests naming no user share the address's."""
+    app = create_app(seeded_settings.model_copy(update={"rate_limit": "2/minute"}), service=service)
+    with uvicorn_server(app) as url:
+        assert statuses(url, 3, **{"X-OpenWebUI-User-Id": "alice"}) == [200, 200, 429]
+        assert statuses(url, 2, **{"X-OpenWebUI-User-Id": "bob"}) == [200, 200]
+        assert statuses(url, 3, **{"X-User-Id": "carol"}) == [200, 200, 429]
+        assert statuses(url, 3) == [200, 200, 429]
+        assert statuses(url, 1, **{"X-OpenWebUI-User-Id": "dave"}) == [200]  # the address's budget is not his
+
+
+def test_with_an_api_key_only_key_holders_name_users(seeded_settings: Settings, service: PersonaService) -> None:
+    """Guessing the key under ever new user names still draws on the address's budget."""
+    app = create_app(seeded_settings.model_copy(update={"rate_limit": "2/minute", "api_key": KEY}), service=service)
+    with uvicorn_server(app) as url:
+        keyed = {"Authorization": f"Bearer {KEY}"}
+        assert statuses(url, 3, **keyed, **{"X-OpenWebUI-User-Id": "alice"}) == [200, 200, 429]
+        assert statuses(url, 1, **keyed, **{"X-OpenWebUI-User-Id": "bob"}) == [200]
+        guesses = [statuses(url, 1, **{"Authorization": f"Bearer guess-{n}", "X-User-Id": f"user-{n}"})[0]
+                   for n in range(3)]
+        assert guesses == [401, 401, 429]
+
+
+def test_user_headers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().rate_limit == "600/minute"
+    assert Settings().rate_limit_user_headers == ["X-OpenWebUI-User-Id", "X-User-Id"]
+    monkeypatch.setenv("PERSONA_RATE_LIMIT_USER_HEADERS", "X-Forwarded-User, X-User-Id")
+    assert Settings().rate_limit_user_headers == ["X-Forwarded-User", "X-User-Id"]
+    monkeypatch.setenv("PERSONA_RATE_LIMIT_USER_HEADERS", "")
+    assert Settings().rate_limit_user_headers == []
 
 
 # -- metrics ---------------------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from generation.service import PersonaService
+from retrieval.embedder import SentenceTransformerEmbedder
 from retrieval.settings import Settings
 from retrieval.text import markers
 from server.app import create_app
+from server.health import NO_PERSONA
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,16 @@ def client(seeded_settings: Settings, service: PersonaService) -> Iterator[TestC
 def test_healthz(client: TestClient) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_healthz_without_a_persona_is_not_ok(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    """Running, index and model fine, but nothing to answer as: 503 "degraded", saying what to do."""
+    settings = Settings(data_dir=tmp_path / "index", rate_limit=None)
+    with TestClient(create_app(settings, service=PersonaService(settings, embedder=embedder))) as empty:
+        response = empty.get("/healthz")
+    assert response.status_code == 503 and response.json()["status"] == "degraded"
+    assert response.json()["checks"] == {"personas": NO_PERSONA}
+    assert "persona ingest DIR" in NO_PERSONA and "PERSONA_SEEDS_DIR" in NO_PERSONA
 
 
 def test_personas(client: TestClient) -> None:
