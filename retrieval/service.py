@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.dense import EXACT_LIMIT, DenseIndex
-from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
+from retrieval.embedder import CachedEmbedder, Embedder, serving_embedder
 from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
 from retrieval.examples import ExampleIndex
 from retrieval.pipeline import Pipeline, pipeline_for
@@ -28,6 +28,7 @@ from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
+SENTENCE_CACHE = 16384  # card sentences whose vectors are kept (a card has a few hundred)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Retriever:
         self.settings = settings
         self._embedder = embedder
         self._store = store
+        self._sentences: Embedder | None = None
         self._lock = threading.Lock()
         self.pipeline: Pipeline = pipeline_for(settings)
         self._indexes: dict[str, tuple[str, PersonaIndexes]] = {}
@@ -61,8 +63,21 @@ class Retriever:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    self._embedder = CachedEmbedder(BatchingEmbedder(embedder_for(self.settings)))
+                    self._embedder = serving_embedder(self.settings)
         return self._embedder
+
+    @property
+    def sentence_embedder(self) -> Embedder:
+        """The embedder of the card's sentences (scored against every question by the extractive composer):
+        the query embedder's inner one behind a cache of its own, so a stream of new questions never evicts
+        them and each is embedded once."""
+        if self._sentences is None:
+            embedder = self.embedder
+            with self._lock:
+                if self._sentences is None:
+                    inner = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+                    self._sentences = CachedEmbedder(inner, SENTENCE_CACHE)
+        return self._sentences
 
     @property
     def store(self) -> Store:
@@ -142,7 +157,9 @@ class Retriever:
     def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
         """A scorer of sentences against a question: cosine of their embeddings."""
         def score(texts: list[str]) -> list[float]:
-            vectors = self.embedder.encode([question, *texts])
+            if not texts:
+                return []
+            vectors = np.concatenate([self.embedder.encode([question]), self.sentence_embedder.encode(texts)])
             return [float(v) for v in vectors[1:] @ vectors[0]]
         return score
 
