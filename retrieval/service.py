@@ -23,7 +23,7 @@ from retrieval.settings import Settings
 from retrieval.stages.base import Corpus, PersonaIndexes, State
 from retrieval.stages.coverage import judge
 from retrieval.store import Store
-from retrieval.text import is_blank
+from retrieval.text import is_blank, passage_sentences
 from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
@@ -102,6 +102,16 @@ class Retriever:
         if len(available) != 1:
             raise PersonaRequired([p.slug for p in available])
         return available[0]
+
+    def warm_up(self) -> None:
+        """Load every persona's indexes and embed its card's sentences (those the extractive composer scores
+        against each question), so that no question pays for either (the server runs this at start-up, in the
+        background)."""
+        for info in self.personas():
+            dense = self._persona_indexes(info).dense
+            if dense is not None:
+                texts = {t for meta in dense.metadata for t in passage_sentences(str(meta.get("text", "")))}
+                self.sentence_embedder.encode(sorted(texts))
 
     # -- retrieval ----------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
