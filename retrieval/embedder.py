@@ -281,8 +281,7 @@ class BatchingEmbedder:
             for job in jobs:
                 job.future.set_result(vectors[start:start + len(job.texts)])
                 start += len(job.texts)
-            if (self._queue.empty() and self._idle == self.workers - 1
-                    and time.monotonic() - self._trimmed > TRIM_EVERY):
+            if self._queue.empty() and time.monotonic() - self._trimmed > TRIM_EVERY:
                 self._trimmed = time.monotonic()
                 _return_free_memory()
 
