@@ -16,6 +16,7 @@ from bench.questions import bench_questions
 from ingest.cards import load_card
 from ingest.chunking import chunk_card
 from retrieval.embedder import (
+    SIDE_BY_SIDE_BATCH,
     BatchingEmbedder,
     CachedEmbedder,
     OnnxEmbedder,
@@ -116,6 +117,7 @@ def test_serving_runs_one_onnxruntime_thread_per_batch_and_batches_side_by_side(
         served = serving_embedder(Settings(data_dir=tmp_path, embed_threads=threads))
         assert isinstance(served, CachedEmbedder) and isinstance(served.inner, BatchingEmbedder)
         assert served.inner.workers == workers
+        assert served.inner.max_batch == (SIDE_BY_SIDE_BATCH if workers > 1 else 32)
         assert isinstance(served.inner.inner, OnnxEmbedder) and served.inner.inner.threads == 1
 
 
