@@ -1,7 +1,8 @@
 """In-process costs: ``PersonaService.retrieve`` and ``ask`` per query, and the embedder per query in batches.
 
-The service is built as the server builds it (ONNX export behind the batching and caching embedders);
-every timed question is new to its cache, as under load.
+The service is built and warmed as the server builds and warms it (ONNX export behind the batching and
+caching embedders; indexes loaded and the card's sentences embedded); every timed question is new to its
+cache, as under load.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def unique(questions: Sequence[str], n: int, tag: str) -> list[str]:
 def service_costs(settings: Settings, questions: Sequence[str], n: int) -> dict[str, dict[str, float]]:
     """p50, p99 and mean ms of ``retrieve`` and ``ask`` over ``n`` new questions each (after a warm-up)."""
     service = PersonaService(settings)
+    service.warm_up()  # as the server does at start-up: indexes loaded, the card's sentences embedded
     for text in unique(questions, 10, "warm"):
         service.ask(text)
     return {"retrieve": summary_ms(timed_ms(service.retrieve, unique(questions, n, "inproc-r"))),

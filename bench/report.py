@@ -77,8 +77,25 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
-def _row(name: str, p50: object = "", p99: object = "", rps: object = "", errors: object = "") -> str:
-    return f"| {name} | {p50} | {p99} | {rps} | {errors} |"
+def _row(name: str, p50: object = "", p99: object = "", rps: object = "", errors: object = "", cpu: object = "") -> str:
+    return f"| {name} | {p50} | {p99} | {rps} | {errors} | {cpu} |"
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    """The server's core-ms a request and the cores it got, when the run measured them."""
+    return f"{row['server_cpu_ms']} ({row['server_cores']})" if "server_cpu_ms" in row else ""
+
+
+def cpu_efficiency(results: dict[str, Any], path: str) -> dict[str, float] | None:
+    """The server's core-ms a request at concurrency 16 against what the path and the embedder cost on their
+    own (the path cost run's core-ms + the embedder's): the limit's ratio in core-ms, which holds on a
+    machine whose cores other work shares."""
+    sixteen, cost = http_row(results, path, 16), results["path_cost"].get(path)
+    if not sixteen or not cost or not sixteen.get("server_cpu_ms") or "server_cpu_ms" not in cost:
+        return None
+    needed = cost["server_cpu_ms"] + results["embedder"]["ms_per_query"]
+    return {"spent": sixteen["server_cpu_ms"], "needed": round(needed, 2),
+            "ratio": round(needed / sixteen["server_cpu_ms"], 2)}
 
 
 def measure_rows(results: dict[str, Any]) -> list[str]:
@@ -88,10 +105,10 @@ def measure_rows(results: dict[str, Any]) -> list[str]:
     emb = results["embedder"]
     rows.append(_row(f"embedder per query, batches of {emb['batch']} on {emb['threads']} thread "
                      f"(one at a time: p50 {emb['one_at_a_time_p50']} ms)", emb["ms_per_query"]))
-    rows += [_row(f"HTTP {r['path']} c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"])
+    rows += [_row(f"HTTP {r['path']} c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"], _cpu(r))
              for r in results["http"]]
     rows += [_row(f"path cost {path} (same question, c={r['concurrency']}): {results['limit'][path]['path_ms']} ms",
-                  r["p50"], r["p99"], r["rps"], r["errors"])
+                  r["p50"], r["p99"], r["rps"], r["errors"], _cpu(r))
              for path, r in results["path_cost"].items() if path in results["limit"]]
     for path, cap in results["limit"].items():
         rows.append(_row(f"limit {path} = min(1000 / {cap['path_ms']}, {cap['cores']} x 1000 / ({cap['path_ms']} + "
@@ -100,6 +117,10 @@ def measure_rows(results: dict[str, Any]) -> list[str]:
         sixteen, cap = http_row(results, path, 16), results["limit"].get(path)
         if sixteen and cap:
             rows.append(_row(f"{path} c=16 / limit", "", "", f"{sixteen['rps'] / cap['rps']:.2f} x"))
+        spent = cpu_efficiency(results, path)
+        if spent:
+            rows.append(_row(f"{path} c=16 core-ms: (path cost + embedder) / spent = {spent['needed']} / "
+                             f"{spent['spent']}", "", "", f"{spent['ratio']:.2f} x"))
     rows += [_row(f"scale-out {r['workers']} worker(s) x {r['embed_threads']} threads, {r['path']} "
                   f"c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"])
              for r in results.get("scale_out", [])]
@@ -112,7 +133,8 @@ def render(results: dict[str, Any]) -> str:
     loads = " -> ".join(", ".join(f"{v:.1f}" for v in m[k]) for k in ("load_average_at_start", "load_average_at_end"))
     lines = [f"{m['date']}; {m['cores']} cores ({m['cpu']}); model {m['model']}; load generator {m['generator']}; "
              f"load average {loads}", "",
-             "| measure | p50 ms | p99 ms | requests/s | errors |", "|---|---|---|---|---|", *measure_rows(results), "",
+             "| measure | p50 ms | p99 ms | requests/s | errors | server core-ms a request (cores) |",
+             "|---|---|---|---|---|---|", *measure_rows(results), "",
              f"cold start to first answer (s): {results['cold_start_s']}; server RSS: idle {results['rss_mb']['idle']}"
              f" MB, highest under load {results['rss_mb']['under_load']} MB"]
     if "ingest" in results:

@@ -42,7 +42,7 @@ from bench.servers import (
     stop,
     wait_until_up,
 )
-from bench.stats import RssSampler
+from bench.stats import RssSampler, cpu_seconds
 
 if TYPE_CHECKING:  # the retrieval stack is imported when the run starts, not with the command line
     from retrieval.settings import Settings
@@ -104,6 +104,17 @@ def settle(server: Served) -> None:
     time.sleep(0.5)
 
 
+def load_with_cpu(server: Served, plan: LoadPlan, questions: Sequence[str]) -> dict[str, Any]:
+    """One load run's row, with the server's CPU: core-ms per request and the cores it got on average (on a
+    machine shared with other work the server may get less than all the cores, which the limit assumes)."""
+    before = cpu_seconds(server.pid)
+    row = run_load(server.url, plan, questions).as_dict()
+    spent = cpu_seconds(server.pid) - before
+    row["server_cpu_ms"] = round(spent * 1000 / row["requests"], 2) if row["requests"] else 0.0
+    row["server_cores"] = round(spent / row["seconds"], 2) if row["seconds"] else 0.0
+    return row
+
+
 def http_levels(server: Served, questions: Sequence[str], options: BenchOptions, log: Log) -> list[dict[str, Any]]:
     """Every endpoint at every concurrency level, a new question per request."""
     rows = []
@@ -111,9 +122,9 @@ def http_levels(server: Served, questions: Sequence[str], options: BenchOptions,
         run_load(server.url, LoadPlan(path, 4, requests=40), questions)  # warm: indexes loaded, sessions made
         for c in options.concurrency:
             settle(server)
-            row = run_load(server.url, LoadPlan(path, c, seconds=options.seconds), questions).as_dict()
+            row = load_with_cpu(server, LoadPlan(path, c, seconds=options.seconds), questions)
             log(f"  {path} c={c}: p50 {row['p50']} ms, p99 {row['p99']} ms, {row['rps']} requests/s, "
-                f"{row['errors']} errors")
+                f"{row['errors']} errors; server {row['server_cpu_ms']} core-ms a request, {row['server_cores']} cores")
             rows.append(row)
     return rows
 
@@ -124,8 +135,9 @@ def path_costs(server: Served, questions: Sequence[str], seconds: float, log: Lo
     for path in report.ENDPOINTS:
         plan = LoadPlan(path, PATH_COST_CONCURRENCY, seconds=seconds, unique=False)
         settle(server)
-        costs[path] = run_load(server.url, plan, questions).as_dict()
-        log(f"  {path} same question c={PATH_COST_CONCURRENCY}: {costs[path]['rps']} requests/s")
+        costs[path] = load_with_cpu(server, plan, questions)
+        log(f"  {path} same question c={PATH_COST_CONCURRENCY}: {costs[path]['rps']} requests/s; "
+            f"server {costs[path]['server_cpu_ms']} core-ms a request, {costs[path]['server_cores']} cores")
     return costs
 
 

@@ -37,6 +37,14 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / MB
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) process ``pid`` has used so far, in seconds."""
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 class RssSampler:
     """The resident memory of a process, sampled every ``every`` seconds while the block runs."""
 

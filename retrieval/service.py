@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from retrieval.dense import EXACT_LIMIT, DenseIndex
-from retrieval.embedder import BatchingEmbedder, CachedEmbedder, Embedder, embedder_for
+from retrieval.embedder import CachedEmbedder, Embedder, serving_embedder
 from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
 from retrieval.examples import ExampleIndex
 from retrieval.pipeline import Pipeline, pipeline_for
@@ -23,7 +23,7 @@ from retrieval.settings import Settings
 from retrieval.stages.base import Corpus, PersonaIndexes, State
 from retrieval.stages.coverage import judge
 from retrieval.store import Store
-from retrieval.text import is_blank
+from retrieval.text import is_blank, passage_sentences
 from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
@@ -33,6 +33,7 @@ FOLLOW_UP_POOL = 20
 FOLLOW_UP_CONTEXT = 0.5
 """Weight of a passage's score for the previous question plus the follow-up, beside its score for the
 follow-up alone (weight 1)."""
+SENTENCE_CACHE = 16384  # card sentences whose vectors are kept (a card has a few hundred)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Retriever:
         self.settings = settings
         self._embedder = embedder
         self._store = store
+        self._sentences: Embedder | None = None
         self._lock = threading.Lock()
         self.pipeline: Pipeline = pipeline_for(settings)
         self._indexes: dict[str, tuple[str, PersonaIndexes]] = {}
@@ -75,8 +77,21 @@ class Retriever:
         if self._embedder is None:
             with self._lock:
                 if self._embedder is None:
-                    self._embedder = CachedEmbedder(BatchingEmbedder(embedder_for(self.settings)))
+                    self._embedder = serving_embedder(self.settings)
         return self._embedder
+
+    @property
+    def sentence_embedder(self) -> Embedder:
+        """The embedder of the card's sentences (scored against every question by the extractive composer):
+        the query embedder's inner one behind a cache of its own, so a stream of new questions never evicts
+        them and each is embedded once."""
+        if self._sentences is None:
+            embedder = self.embedder
+            with self._lock:
+                if self._sentences is None:
+                    inner = embedder.inner if isinstance(embedder, CachedEmbedder) else embedder
+                    self._sentences = CachedEmbedder(inner, SENTENCE_CACHE)
+        return self._sentences
 
     @property
     def store(self) -> Store:
@@ -101,6 +116,16 @@ class Retriever:
         if len(available) != 1:
             raise PersonaRequired([p.slug for p in available])
         return available[0]
+
+    def warm_up(self) -> None:
+        """Load every persona's indexes and embed its card's sentences (those the extractive composer scores
+        against each question), so that no question pays for either (the server runs this at start-up, in the
+        background)."""
+        for info in self.personas():
+            dense = self._persona_indexes(info).dense
+            if dense is not None:
+                texts = {t for meta in dense.metadata for t in passage_sentences(str(meta.get("text", "")))}
+                self.sentence_embedder.encode(sorted(texts))
 
     # -- retrieval ----------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
@@ -190,7 +215,9 @@ class Retriever:
     def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
         """A scorer of sentences against a question: cosine of their embeddings."""
         def score(texts: list[str]) -> list[float]:
-            vectors = self.embedder.encode([question, *texts])
+            if not texts:
+                return []
+            vectors = np.concatenate([self.embedder.encode([question]), self.sentence_embedder.encode(texts)])
             return [float(v) for v in vectors[1:] @ vectors[0]]
         return score
 

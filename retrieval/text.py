@@ -80,6 +80,12 @@ def markers(text: str) -> list[int]:
     return [int(m) for m in MARKER.findall(text)]
 
 
+def passage_sentences(text: str) -> list[str]:
+    """A passage's sentences as the extractive composer scores them: line by line, a bold lead set aside,
+    markdown stripped."""
+    return [strip_markdown(s) for block in text.splitlines() for s in sentences(split_bold_lead(block)[1])]
+
+
 def normalise_sentence(text: str) -> str:
     """A key for spotting repeated sentences: lower case letters and digits only."""
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()

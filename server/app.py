@@ -30,9 +30,14 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
         with exclusive(settings, serving_at):
             app.state.service = service or PersonaService(settings, generators=generators(settings))
             # Open the index and load the model before the first request; what is missing is logged.
-            await run_in_threadpool(health.warm_up, app.state.service)
-            async with mcp_http.serve_http(app):
-                yield
+            problems = await run_in_threadpool(health.warm_up, app.state.service)
+            warming = None if problems else health.warm_indexes(app.state.service)
+            try:
+                async with mcp_http.serve_http(app):
+                    yield
+            finally:
+                if warming is not None:  # the index is not let go while it is being read
+                    await run_in_threadpool(warming.join)
 
     app = FastAPI(
         title="persona-rag",

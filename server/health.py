@@ -4,6 +4,7 @@ Used at start-up and by /healthz."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from retrieval.errors import PersonaError
 from retrieval.service import Retriever
@@ -49,3 +50,18 @@ def warm_up(service: Retriever) -> dict[str, str]:
     if "model" not in found:
         service.embed_query("warm up")
     return found
+
+
+def warm_indexes(service: Retriever) -> threading.Thread:
+    """Load the personas' indexes and embed their cards' sentences in the background (started once the
+    service is ready), so the first questions pay for neither; a failure is logged, and the first
+    question meets it again and reports it."""
+    def run() -> None:
+        try:
+            service.warm_up()
+        except Exception as exc:  # logged; the request path reports it properly
+            log.warning("warming the indexes failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="warm-indexes", daemon=True)
+    thread.start()
+    return thread

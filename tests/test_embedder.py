@@ -16,16 +16,19 @@ from bench.questions import bench_questions
 from ingest.cards import load_card
 from ingest.chunking import chunk_card
 from retrieval.embedder import (
+    SIDE_BY_SIDE_BATCH,
     BatchingEmbedder,
     CachedEmbedder,
     OnnxEmbedder,
     SentenceTransformerEmbedder,
+    cpu_count,
     create_embedder,
     ensure_onnx,
     onnx_folder,
+    serving_embedder,
 )
 from retrieval.errors import ModelUnavailable
-from retrieval.settings import DEFAULT_MODEL
+from retrieval.settings import DEFAULT_MODEL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "seeds" / "sales-manager.yaml"
@@ -81,8 +84,9 @@ def test_backend_choice(models_dir: Path, tmp_path: Path) -> None:
     assert ensure_onnx(DEFAULT_MODEL, tmp_path, "sentence-transformers") is None
 
 
-def test_batching_gives_each_caller_its_own_rows(onnx: OnnxEmbedder) -> None:
-    batching = BatchingEmbedder(onnx, max_batch=16, window_ms=5)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batching_gives_each_caller_its_own_rows(onnx: OnnxEmbedder, workers: int) -> None:
+    batching = BatchingEmbedder(onnx, max_batch=16, window_ms=5, workers=workers)
     asked = bench_questions()[:48]
     expected = onnx.encode(asked)
     got: dict[int, np.ndarray] = {}
@@ -104,6 +108,17 @@ def test_batching_gives_each_caller_its_own_rows(onnx: OnnxEmbedder) -> None:
     assert batching.batched_calls == len(asked)
     assert batching.batches < len(asked)  # concurrent calls really were embedded together
     assert batching.encode([]).shape == (0, 384)
+
+
+def test_serving_runs_one_onnxruntime_thread_per_batch_and_batches_side_by_side(models_dir: Path,
+                                                                                tmp_path: Path) -> None:
+    os.symlink(models_dir, tmp_path / "models")
+    for threads, workers in ((None, cpu_count()), (3, 3)):
+        served = serving_embedder(Settings(data_dir=tmp_path, embed_threads=threads))
+        assert isinstance(served, CachedEmbedder) and isinstance(served.inner, BatchingEmbedder)
+        assert served.inner.workers == workers
+        assert served.inner.max_batch == (SIDE_BY_SIDE_BATCH if workers > 1 else 32)
+        assert isinstance(served.inner.inner, OnnxEmbedder) and served.inner.inner.threads == 1
 
 
 def test_batching_passes_errors_to_the_caller_and_keeps_serving(onnx: OnnxEmbedder) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from generation.service import PersonaService
+from retrieval.embedder import CachedEmbedder
 from retrieval.errors import InvalidQuery, UnknownPersona
 from retrieval.text import markers
 
@@ -70,3 +71,24 @@ def test_weakly_covered_questions_get_the_closest_guidance_framed_as_such(servic
     assert answer.grounded and answer.confidence == "low" and answer.citations
     assert answer.text.startswith("The closest I have on that: ")
     assert not tentative.ask("How do I bake sourdough bread?").grounded
+
+
+def test_warm_up_embeds_every_card_sentence_once(seeded_settings, embedder) -> None:
+    """After the start-up warm-up an answer embeds nothing of the card: its sentences are cached for good."""
+
+    embedded: list[str] = []
+
+    class Counting:
+        name, dimension = embedder.name, embedder.dimension
+
+        def encode(self, texts: list[str], batch_size: int = 64):
+            embedded.extend(texts)
+            return embedder.encode(texts, batch_size)
+
+    service = PersonaService(seeded_settings, embedder=CachedEmbedder(Counting()))
+    service.warm_up()
+    warmed = len(embedded)
+    assert warmed > 50 and len(set(embedded)) == warmed
+    for question in ("How much pipeline do I need?", "How do I coach a rep who is behind?"):
+        assert service.ask(question).grounded
+    assert embedded[warmed:] == ["How much pipeline do I need?", "How do I coach a rep who is behind?"]
