@@ -47,12 +47,14 @@ class PersonaChange:
     published: bool = False
 
     sidecar: int = 0  # its sidecar's example and boundary questions
+    tuned: int = 0  # passages whose vectors were tuned to the sidecar's examples
 
     def summary(self) -> str:
         if not self.published:
             return f"{self.slug}: unchanged ({self.chunks} chunks{self._questions()})"
         return (f"{self.slug}: {self.chunks} chunks{self._questions()}, {len(self.added)} added, "
-                f"{len(self.changed)} changed, {len(self.removed)} removed, {self.embedded} embedded")
+                f"{len(self.changed)} changed, {len(self.removed)} removed, {self.embedded} embedded"
+                + (f", {self.tuned} passages tuned to their examples" if self.tuned else ""))
 
     def _questions(self) -> str:
         return f" + {self.sidecar} sidecar questions" if self.sidecar else ""
@@ -158,6 +160,7 @@ def _ingest_card(path: Path, card: Card, passages: list[Chunk], extra: list[Chun
     tuned, tuned_vectors = tuned_chunks(passages, extra, matrix)
     if tuned:
         chunks, matrix = chunks + tuned, np.concatenate([matrix, tuned_vectors])
+        change.tuned = len(tuned)
     written = 0
 
     def on_batch(n: int) -> None:

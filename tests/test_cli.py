@@ -29,7 +29,8 @@ def cli_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("cli") / "index"
     result = persona("ingest", str(SEED), data_dir=data_dir)
     assert result.returncode == 0, result.stderr
-    assert "sales-manager: 103 chunks + 533 sidecar questions, 636 added" in result.stderr
+    assert "sales-manager: 103 chunks + 1956 sidecar questions, 2059 added" in result.stderr
+    assert "89 passages tuned to their examples" in result.stderr
     return data_dir
 
 

@@ -74,7 +74,9 @@ def test_examples_lift_their_passage_and_the_boundary_refuses(tmp_path: Path,
         "not_covered": [boundary]}))
     settings = Settings(data_dir=tmp_path / "index", seeds_dir=seeds)
     report = ingest([seeds], Store(settings), embedder, settings.model)
-    assert report.changes[0].published
+    assert report.changes[0].published and report.changes[0].tuned == 89  # every ranked passage gets a tuned vector
+    stored = Store(settings).chunks("sales-manager")
+    assert sum(c.metadata.get("kind") == "tuned" for c in stored) == 89
     service = PersonaService(settings, embedder=embedder)
     found = service.search(question)
     assert found.hits[0].id == "sales-manager/anti-patterns/hero-deal-closing"
