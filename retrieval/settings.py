@@ -26,7 +26,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # defaults are all-MiniLM-L6-v2's); a model named here gets its own unless they are set explicitly.
 DERIVED_THRESHOLDS: dict[str, dict[str, float]] = {
     "all-MiniLM-L6-v2": {"min_score": 0.368, "boundary_margin": 0.03, "confident_score": 0.435},
-    "all-mpnet-base-v2": {"min_score": 0.392, "boundary_margin": 0.13, "confident_score": 0.479},
+    "all-mpnet-base-v2": {"min_score": 0.376, "boundary_margin": 0.13, "confident_score": 0.47},
 }
 
 
