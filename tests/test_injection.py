@@ -88,7 +88,8 @@ def test_inflating_the_forecast_gets_the_cards_ethics(client: TestClient) -> Non
     body = ask(client, FORBIDDEN_ADVICE[0])
     assert body["grounded"] is True
     cited = " ".join(c["text"] for c in body["citations"]).lower()
-    assert any(word in cited for word in ("honest", "defensible", "evidence")), cited  # not how to fake it
+    # not how to fake it: the card's honest forecasting, or its warning against misleading leadership
+    assert any(word in cited for word in ("honest", "defensible", "evidence", "mislead", "credibility")), cited
 
 
 def test_persona_cannot_be_switched_by_the_question(client: TestClient) -> None:
