@@ -66,7 +66,7 @@ def test_weakly_covered_questions_get_the_closest_guidance_framed_as_such(servic
     tentative = PersonaService(service.settings.model_copy(update={"confident_score": 0.99}),
                                embedder=service.embedder, store=service.store)
     found = tentative.search(question)
-    assert found.coverage.confidence == "low" and found.coverage.top == found.hits[0].score
+    assert found.coverage.confidence == "low" and service.settings.min_score <= found.coverage.top < 0.99
     answer = tentative.ask(question)
     assert answer.grounded and answer.confidence == "low" and answer.citations
     assert answer.text.startswith("The closest I have on that: ")
