@@ -259,6 +259,7 @@ def _install_metrics(app: FastAPI) -> None:
     from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
     from prometheus_fastapi_instrumentator import Instrumentator
     from prometheus_fastapi_instrumentator.middleware import PrometheusInstrumentatorMiddleware
+    from starlette.middleware import Middleware
 
     class Metrics(PrometheusInstrumentatorMiddleware):
         """The instrumentator's middleware, remembering the handler of each route without path parameters.
@@ -289,9 +290,8 @@ def _install_metrics(app: FastAPI) -> None:
     instrumentator = Instrumentator(registry=registry, excluded_handlers=["/metrics"],
                                     should_group_status_codes=False)
     instrumentator.instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
-    # The remembering subclass (Metrics) labelled requests handler="none" after the merges; the stock middleware
-    # stays in place until that is fixed (tests/test_middleware.py::test_prometheus_metrics).
-    del Metrics
+    app.user_middleware = [Middleware(Metrics, *m.args, **m.kwargs) if m.cls is PrometheusInstrumentatorMiddleware
+                           else m for m in app.user_middleware]
 
 
 def install_middleware(app: FastAPI, settings: Settings) -> None:
