@@ -266,13 +266,21 @@ def test_user_headers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- metrics ---------------------------------------------------------------------------------------
+def retrieved_ok(client: TestClient) -> float:
+    """The module client's count of successful /v1/retrieve requests so far (other tests share the client)."""
+    line = 'http_requests_total{handler="/v1/retrieve",method="POST",status="200"} '
+    found = [row for row in client.get("/metrics").text.splitlines() if row.startswith(line)]
+    return float(found[0][len(line):]) if found else 0.0
+
+
 def test_prometheus_metrics(client: TestClient) -> None:
+    before = retrieved_ok(client)
     for _ in range(2):  # the second request's handler is the remembered one
         client.post("/v1/retrieve", json={"query": "forecast"})
         client.get("/v1/models/nobody")
         client.get("/no/such/path")
     text = client.get("/metrics").text
-    assert 'http_requests_total{handler="/v1/retrieve",method="POST",status="200"} 2.0' in text
+    assert retrieved_ok(client) == before + 2
     assert 'http_requests_total{handler="/v1/models/{model}",method="GET"' in text
     assert 'http_requests_total{handler="none",method="GET"' in text  # an unknown path: untemplated, grouped
     assert "http_request_duration_seconds_bucket" in text and "process_resident_memory_bytes" in text
