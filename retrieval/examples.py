@@ -7,6 +7,7 @@ beside the passages' :class:`retrieval.dense.DenseIndex`, from the same read of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ class ExampleIndex:
                  and c.metadata.get("parent") in passage_ids]
         with_vector = next((c for c in chunks if c.embedding is not None), None)
         dimension = len(with_vector.embedding) if with_vector is not None and with_vector.embedding is not None else 0
+        examples.sort(key=lambda c: str(c.metadata["parent"]))  # each passage's examples side by side
         return cls([str(c.metadata["parent"]) for c in examples],
                    _unit([c.embedding for c in examples], dimension),
                    _unit([c.embedding for c in boundary], dimension),
@@ -52,11 +54,13 @@ class ExampleIndex:
         if not self.parents:
             return {}
         similarity = self.vectors @ np.asarray(vector, dtype=np.float32)
-        best: dict[str, float] = {}
-        for parent, value in zip(self.parents, similarity.tolist(), strict=True):
-            if value > best.get(parent, -1.0):
-                best[parent] = value
-        return best
+        return dict(zip(self._groups[0], np.maximum.reduceat(similarity, self._groups[1]).tolist(), strict=True))
+
+    @functools.cached_property
+    def _groups(self) -> tuple[list[str], np.ndarray]:
+        """Each passage with examples, and the row where its run of examples starts (``parents`` is sorted)."""
+        starts = [i for i, parent in enumerate(self.parents) if i == 0 or parent != self.parents[i - 1]]
+        return [self.parents[i] for i in starts], np.asarray(starts, dtype=np.intp)
 
     def tuned_by_passage(self, vector: np.ndarray) -> dict[str, float]:
         """The cosine of ``vector`` to each passage's tuned vector (passages without one are absent)."""
