@@ -90,8 +90,21 @@ def frame(candidate: Candidate, first_of_passage: bool) -> str:
         return role.untitled.format(s=sentence)
     title = title.rstrip(".\u2026").replace(": ", " \u2014 ").strip()
     lowered = _lower_first(title)
-    joined = f"{lowered} {sentence}" if sentence.startswith("(") else f"{lowered} \u2014 {sentence}"
-    return role.frame.format(t=lowered, T=title, ts=joined, s=sentence)
+    return role.frame.format(t=lowered, T=title, ts=_titled(lowered, sentence), s=sentence)
+
+
+def _titled(title: str, sentence: str) -> str:
+    """"comp plan backfire" + "incentives that ..." -> "comp plan backfire \u2014 incentives that ..."."""
+    return f"{title} {sentence}" if sentence.startswith("(") else f"{title} \u2014 {sentence}"
+
+
+def tentative(candidate: Candidate) -> str:
+    """A ``low`` confidence answer's first sentence: :data:`TENTATIVE`, with the item's title when it has one
+    (a titled item's text goes on from its title: "incentives that drive discounting" needs "comp plan backfire")."""
+    sentence = candidate.sentence.lstrip("\u2014\u2013- ").strip()
+    named = "{" in role_of(candidate.hit.section).frame.replace("{s}", "")  # as frame(): sections that name titles
+    title = (candidate.title or "").rstrip(".\u2026").replace(": ", " \u2014 ").strip() if named else ""
+    return TENTATIVE.format(s=_titled(_lower_first(title), sentence) if title else sentence)
 
 
 def _lower_first(text: str) -> str:
@@ -154,7 +167,7 @@ def compose(info: PersonaInfo, question: str, chosen: Sequence[Candidate], hits:
         needs_frame = hit.id not in framed or framed[hit.id] != candidate.title
         framed[hit.id] = candidate.title
         if confidence == "low" and not parts:
-            text = TENTATIVE.format(s=candidate.sentence.lstrip("\u2014\u2013- ").strip()).rstrip()
+            text = tentative(candidate).rstrip()
         else:
             text = frame(candidate, needs_frame).rstrip()
         if text[-1:] not in ".!?":

@@ -208,3 +208,19 @@ def test_a_definition_is_answered_by_its_one_passage(service: PersonaService) ->
     answer = service.ask("what does OTE mean")
     assert [c.id for c in answer.citations] == ["sales-manager/vocabulary/ote"]
     assert answer.text.startswith("When I say OTE, I mean on-target earnings")
+
+
+def test_a_tentative_answer_keeps_the_items_title() -> None:
+    """A titled item's text goes on from its title: the closest guidance names it, or reads as a fragment."""
+    trap = hit("sales-manager/failure-modes/comp-plan-backfire", "Failure Modes", "Comp plan backfire",
+               "**Comp plan backfire** — incentives that drive discounting, sandbagging, or selling the wrong product.",
+               0.5, 1)
+    answer = extractive_answer(INFO, "my rep keeps sandbagging", [trap], lambda texts: [0.6] * len(texts),
+                               min_score=0.3, confidence="low")
+    assert answer.text.startswith("The closest I have on that: comp plan backfire — incentives that drive")
+    question = hit("sales-manager/questions-experts-constantly-ask/item-6", "Questions Experts Constantly Ask",
+                   "Who's at risk of churning out…", "Who's at risk of churning out, and is it a slump or a structural "
+                   "problem?", 0.5, 1)
+    answer = extractive_answer(INFO, "my best rep is interviewing", [question], lambda texts: [0.6] * len(texts),
+                               min_score=0.3, confidence="low")
+    assert answer.text.startswith("The closest I have on that: Who's at risk of churning out, and is it")
