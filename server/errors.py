@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, PersonaError, PersonaRequired, Surface, UnknownPersona
+from retrieval.text import VISIBLE
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def describe_validation(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
             message = "field required"
         elif error.get("type") == "extra_forbidden":
             message = "unknown field"
-        elif error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == r"\S":
+        elif error.get("type") == "string_pattern_mismatch" and (error.get("ctx") or {}).get("pattern") == VISIBLE:
             message = "must not be blank"
         elif error.get("type") == "json_invalid":  # loc is ("body", <character offset>)
             field = "body"

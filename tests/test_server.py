@@ -99,3 +99,9 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, path: str, body: 
 def test_malformed_json_is_422(client: TestClient) -> None:
     response = client.post("/v1/ask", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422 and "JSON" in response.json()["detail"]
+
+
+def test_a_blank_question_is_said_to_be_blank(client: TestClient) -> None:
+    response = client.post("/v1/ask", json={"question": " \t "})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"field": "question", "message": "must not be blank"}]
