@@ -117,6 +117,11 @@ class Retriever:
             raise PersonaRequired([p.slug for p in available])
         return available[0]
 
+    def load_indexes(self) -> None:
+        """Load every persona's search indexes (BM25, vectors, sidecar questions) from the store."""
+        for info in self.personas():
+            self._persona_indexes(info)
+
     def warm_up(self) -> None:
         """Load every persona's indexes and embed its card's sentences (those the extractive composer scores
         against each question), so that no question pays for either (the server runs this at start-up, in the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from retrieval.errors import PersonaError
 from retrieval.service import Retriever
@@ -17,18 +18,26 @@ NO_PERSONA = ("no persona is indexed: run `persona ingest DIR` (or `persona serv
 
 def problems(service: Retriever) -> dict[str, str]:
     """What keeps the service from answering, by component (``index``, ``model``, ``personas``); empty when ready."""
-    found: dict[str, str] = {}
+    return {**_index_problems(service), **_model_problems(service)}
+
+
+def _index_problems(service: Retriever) -> dict[str, str]:
     try:
         service.store.ping()
-        if not service.personas():
-            found["personas"] = NO_PERSONA
+        return {} if service.personas() else {"personas": NO_PERSONA}
     except PersonaError as exc:
-        found["index"] = exc.message
+        return {"index": exc.message}
+
+
+def _model_problems(service: Retriever, embed: bool = False) -> dict[str, str]:
     try:
-        _ = service.embedder.dimension
+        if embed:
+            service.embed_query("warm up")
+        else:
+            _ = service.embedder.dimension
     except PersonaError as exc:
-        found["model"] = exc.message
-    return found
+        return {"model": exc.message}
+    return {}
 
 
 def status(found: dict[str, str]) -> str:
@@ -39,16 +48,24 @@ def status(found: dict[str, str]) -> str:
 
 
 def warm_up(service: Retriever) -> dict[str, str]:
-    """Open the index and load the model before the first request.
+    """Open the index, load the personas' indexes and the model before the first request.
 
-    What is missing is logged as one clear error per component; the server still starts, so that
-    ``/healthz`` can say what is wrong (503) and the API answers 503 with the same message.
+    The model loads (and embeds once) in a second thread while the index is opened and read, so start-up
+    takes the longer of the two, not their sum. What is missing is logged as one clear error per
+    component; the server still starts, so that ``/healthz`` can say what is wrong (503) and the API
+    answers 503 with the same message.
     """
-    found = problems(service)
+    with ThreadPoolExecutor(1, thread_name_prefix="warm-model") as pool:
+        model = pool.submit(_model_problems, service, True)
+        found = _index_problems(service)
+        if not found:
+            try:
+                service.load_indexes()
+            except PersonaError as exc:  # logged; the first question meets it again and reports it
+                log.warning("loading the indexes failed: %s", exc.message)
+        found.update(model.result())
     for component, message in found.items():
         log.error("start-up check failed: %s: %s (GET /healthz answers 503 until this is fixed)", component, message)
-    if "model" not in found:
-        service.embed_query("warm up")
     return found
 
 
