@@ -43,7 +43,15 @@ def near_duplicates(questions: Sequence[str], examples: Sequence[str], question_
     for i, question in enumerate(questions):
         j = int(np.argmax(cosines[i]))
         mine = normalise(question)
-        ratio = max(difflib.SequenceMatcher(None, mine, other).ratio() for other in plain)
-        if cosines[i, j] >= MAX_COSINE or ratio >= MAX_RATIO:
+        if cosines[i, j] >= MAX_COSINE or any(_alike(mine, other) for other in plain):
+            ratio = max(difflib.SequenceMatcher(None, mine, other).ratio() for other in plain)
             found.append(NearDuplicate(question, examples[j], float(cosines[i, j]), round(ratio, 3)))
     return found
+
+
+def _alike(a: str, b: str) -> bool:
+    """difflib's ratio of ``a`` and ``b`` is at least :data:`MAX_RATIO`; its cheap upper bounds first (as
+    ``difflib.get_close_matches`` does), so most pairs never pay for the full ratio."""
+    matcher = difflib.SequenceMatcher(None, a, b)
+    return matcher.real_quick_ratio() >= MAX_RATIO and matcher.quick_ratio() >= MAX_RATIO \
+        and matcher.ratio() >= MAX_RATIO

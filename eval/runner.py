@@ -42,6 +42,7 @@ from retrieval.search import to_hits
 from retrieval.settings import Settings
 from retrieval.store import Store
 from retrieval.types import Answer, Coverage, Hit, PersonaInfo
+from retrieval.vector_cache import DiskCachedEmbedder, cache_path
 
 TIMING_RUNS = 2  # retrieval is timed this often per question and the fastest run kept (less load noise)
 RANK_DEPTH = 50  # hits fetched for ranking metrics: enough for ten distinct sections
@@ -311,12 +312,14 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
     from ingest.indexer import ingest
 
     seeds = default_cards(settings.seeds_dir)
-    _one_thread()
     embedder = embedder or create_embedder(settings.model)
     with tempfile.TemporaryDirectory(prefix="persona-eval-", ignore_cleanup_errors=True) as tmp:
+        # Indexing goes through the model's vector cache (texts embedded by an earlier run are not embedded
+        # again); the questions do not: their embedding is part of the latency measured.
+        indexing = DiskCachedEmbedder(embedder, cache_path(settings.models_dir, settings.model))
         if not use_index:
             settings = settings.model_copy(update={"data_dir": Path(tmp) / "pipeline", "chroma_url": None})
-            ingest([seeds], Store(settings), embedder, settings.model, settings.embed_batch_size, progress)
+            ingest([seeds], Store(settings), indexing, settings.model, settings.embed_batch_size, progress)
         registry = generators(settings)
         service = PersonaService(settings, embedder=embedder, generators=registry)
         answering = PersonaService(settings, embedder=CachedEmbedder(embedder), store=service.store,
@@ -333,22 +336,34 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
                    dense_config(DENSE, "plain dense search over the pipeline's chunks (the latency reference)",
                                 service, answering, service.store, own, generator, item_ids=True)]
         for n, baseline in enumerate(BASELINES, start=1):
-            infos = {slug: publish_baseline(baseline, cards[slug], own[slug], base_store, embedder, settings.model)
+            infos = {slug: publish_baseline(baseline, cards[slug], own[slug], base_store, indexing, settings.model)
                      for slug in personas}
             configs.append(dense_config(baseline.name, baseline.description, service, answering, base_store, infos,
                                         generator, item_ids=baseline.item_ids))
             if progress:
                 progress("building baselines", n, len(BASELINES))
-        yield configs
+        threads = _one_thread()  # indexing above used every core; the questions are timed on one
+        try:
+            yield configs
+        finally:
+            _threads(threads)
 
 
-def _one_thread() -> None:
-    """Run torch on one thread: on a shared machine several threads per process oversubscribe the
-    cores and make per-query latency ten times worse and erratic, which would hide the ratios the
-    report compares."""
+def _one_thread() -> int:
+    """Run torch on one thread while questions are timed (returns the threads it ran on): on a shared machine
+    several threads per process oversubscribe the cores and make per-query latency ten times worse and
+    erratic, which would hide the ratios the report compares."""
     import torch
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    return threads
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def report_data(results: Sequence[SetResult], settings: Settings, generator: str, thresholds: Thresholds,

@@ -59,8 +59,9 @@ def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = F
     is ingested into an empty index, or to refresh itself, never beside cards of your own)."""
     from ingest.cards import find_cards, load_card
     from ingest.indexer import ingest
-    from retrieval.embedder import embedder_for, ensure_onnx
+    from retrieval.embedder import ensure_onnx
     from retrieval.store import Store, exclusive
+    from retrieval.vector_cache import ingest_embedder
 
     ensure_onnx(settings.model, settings.models_dir, settings.embedder, settings.embed_precision)
 
@@ -80,7 +81,7 @@ def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = F
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
 
-        report = ingest(paths, store, embedder_for(settings), settings.model,
+        report = ingest(paths, store, ingest_embedder(settings), settings.model,
                         batch_size=settings.embed_batch_size, progress=progress)
     for change in report.changes:
         err.print(change.summary(), highlight=False)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
+    models_root: Path | None = Field(
+        None, validation_alias=AliasChoices("models_root", "PERSONA_MODELS_DIR"),
+        description="Where ONNX exports (and models assembled from split packages) live; unset: <data_dir>/models. "
+                    "Point several indexes at one folder to export each model once.",
+    )
     embedder: Literal["auto", "onnx", "sentence-transformers"] = Field(
         "auto", description="auto: the ONNX export under <data_dir>/models when present, else sentence-transformers."
     )
@@ -180,4 +185,4 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         """Where model exports (ONNX) live, and (under ``.packaged/``) models assembled from split packages."""
-        return self.data_dir / "models"
+        return self.models_root or self.data_dir / "models"

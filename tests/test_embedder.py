@@ -19,6 +19,7 @@ from retrieval.embedder import (
     SIDE_BY_SIDE_BATCH,
     BatchingEmbedder,
     CachedEmbedder,
+    Embedder,
     OnnxEmbedder,
     SentenceTransformerEmbedder,
     cpu_count,
@@ -35,11 +36,10 @@ SEED = ROOT / "seeds" / "sales-manager.yaml"
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ONNX export of the default model, made by the same path `persona ingest` takes."""
-    root = tmp_path_factory.mktemp("models")
-    assert ensure_onnx(DEFAULT_MODEL, root, "onnx") == onnx_folder(root, DEFAULT_MODEL)
-    return root
+def models_dir(shared_models: Path) -> Path:
+    """The session's ONNX export of the default model, made by the same path `persona ingest` takes."""
+    assert ensure_onnx(DEFAULT_MODEL, shared_models, "onnx") == onnx_folder(shared_models, DEFAULT_MODEL)
+    return shared_models
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_onnx_matches_sentence_transformers_on_the_seed(onnx: OnnxEmbedder,
-                                                        embedder: SentenceTransformerEmbedder) -> None:
+                                                        embedder: Embedder) -> None:
     texts = [c.embed_text for c in chunk_card(load_card(SEED))]
     reference, exported = embedder.encode(texts), onnx.encode(texts)
     assert exported.shape == reference.shape == (len(texts), 384)
@@ -63,7 +63,7 @@ def test_onnx_matches_sentence_transformers_on_the_seed(onnx: OnnxEmbedder,
 
 
 def test_onnx_matches_sentence_transformers_on_questions_one_at_a_time(
-        onnx: OnnxEmbedder, embedder: SentenceTransformerEmbedder) -> None:
+        onnx: OnnxEmbedder, embedder: Embedder) -> None:
     asked = bench_questions()
     assert len(asked) > 100
     one_by_one = np.stack([onnx.encode([q])[0] for q in asked])
@@ -71,7 +71,7 @@ def test_onnx_matches_sentence_transformers_on_questions_one_at_a_time(
     assert cosines(onnx.encode(asked), one_by_one).min() >= 0.9999  # padding in a batch changes nothing
 
 
-def test_long_text_is_truncated_like_the_reference(onnx: OnnxEmbedder, embedder: SentenceTransformerEmbedder) -> None:
+def test_long_text_is_truncated_like_the_reference(onnx: OnnxEmbedder, embedder: Embedder) -> None:
     long = ["pipeline coverage " * 400, "a"]
     assert cosines(embedder.encode(long), onnx.encode(long)).min() >= 0.9999
 

@@ -16,7 +16,7 @@ from ingest.cards import find_cards, load_card
 from ingest.chunking import chunk_card
 from ingest.examples import Sidecar, load_sidecar, sidecar_chunks, sidecar_path
 from ingest.indexer import ingest
-from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.settings import Settings
 from retrieval.store import Store
@@ -62,7 +62,7 @@ def test_examples_for_a_missing_passage_are_a_warning_not_a_failure() -> None:
 
 
 def test_examples_lift_their_passage_and_the_boundary_refuses(tmp_path: Path,
-                                                               embedder: SentenceTransformerEmbedder) -> None:
+                                                               embedder: Embedder) -> None:
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     shutil.copy(SEED, seeds / SEED.name)
@@ -89,7 +89,7 @@ def test_examples_lift_their_passage_and_the_boundary_refuses(tmp_path: Path,
     assert ingest([seeds], Store(settings), embedder, settings.model).changed
 
 
-def test_no_eval_question_is_a_near_duplicate_of_a_sidecar_question(embedder: SentenceTransformerEmbedder) -> None:
+def test_no_eval_question_is_a_near_duplicate_of_a_sidecar_question(embedder: Embedder) -> None:
     questions = [q.question for path in default_sets() for q in load_set(path).questions]
     cards = [p for p in find_cards([ROOT / "seeds"])]
     sidecar_questions = []

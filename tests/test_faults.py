@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,8 @@ from fastapi.testclient import TestClient
 
 from generation.service import PersonaService
 from ingest.indexer import ingest
-from retrieval.embedder import SentenceTransformerEmbedder
-from retrieval.settings import Settings
+from retrieval.embedder import Embedder, onnx_folder
+from retrieval.settings import DEFAULT_MODEL, Settings
 from retrieval.store import Store
 from server.app import create_app
 from tests.conftest import ROOT
@@ -46,7 +47,7 @@ def version_of(texts: list[str]) -> set[str]:
 
 # -- re-ingest while serving -------------------------------------------------------------------------
 def test_queries_during_reingest_see_one_complete_version(settings: Settings, tmp_path: Path,
-                                                          embedder: SentenceTransformerEmbedder) -> None:
+                                                          embedder: Embedder) -> None:
     alpha = versioned_card(tmp_path / "alpha.yaml", "alpha")
     beta = versioned_card(tmp_path / "beta.yaml", "beta")
     store = Store(settings)
@@ -101,7 +102,7 @@ def test_queries_during_reingest_see_one_complete_version(settings: Settings, tm
 # -- kill -9 of `persona ingest` ---------------------------------------------------------------------
 CHECK = r"""
 import json, sys
-from retrieval.settings import Settings
+from retrieval.settings import DEFAULT_MODEL, Settings
 from retrieval.store import Store
 store = Store(Settings(data_dir=sys.argv[1]))
 out = {"personas": {}, "collections": sorted(n for n in store._collection_names() if n.startswith("p-"))}
@@ -120,6 +121,16 @@ def cli_env(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PERSONA_DATA_DIR": str(data_dir), "ANONYMIZED_TELEMETRY": "False"}
 
 
+def fresh_models(data_dir: Path) -> Path:
+    """A models folder of its own with the session's ONNX export and no vector cache (retrieval/vector_cache.py):
+    every ingest embeds for real, so it takes long enough to be killed midway."""
+    shared = onnx_folder(Path(os.environ["PERSONA_MODELS_DIR"]), DEFAULT_MODEL)
+    folder = data_dir.parent / f"models-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / shared.name).symlink_to(shared, target_is_directory=True)
+    return folder
+
+
 def index_state(data_dir: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", CHECK, str(data_dir)], capture_output=True, text=True, check=False,
                           cwd=ROOT, timeout=120, env=cli_env(data_dir))
@@ -128,8 +139,9 @@ def index_state(data_dir: Path) -> dict:
 
 
 def start_ingest(card: Path, data_dir: Path) -> subprocess.Popen:
+    env = {**cli_env(data_dir), "PERSONA_MODELS_DIR": str(fresh_models(data_dir))}
     return subprocess.Popen([sys.executable, "-m", "persona", "ingest", str(card)], cwd=ROOT,
-                            env=cli_env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def assert_one_complete_version(state: dict) -> str:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ingest.indexer import ingest
-from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.settings import Settings
 from retrieval.store import Store
@@ -19,7 +19,7 @@ from tests.conftest import SEED
 class CountingEmbedder:
     """The real embedder, counting the texts it is asked to embed."""
 
-    def __init__(self, inner: SentenceTransformerEmbedder) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.name = inner.name
         self.texts: list[str] = []
@@ -45,7 +45,7 @@ def edit_seed(seeds_dir: Path, change) -> None:
 
 
 def test_first_ingest_publishes_every_chunk(seeds_dir: Path, store: Store, settings: Settings,
-                                            embedder: SentenceTransformerEmbedder) -> None:
+                                            embedder: Embedder) -> None:
     counting = CountingEmbedder(embedder)
     report = run(seeds_dir, store, counting, settings)
     assert report.changes[0].published and report.changes[0].embedded == 103
@@ -55,7 +55,7 @@ def test_first_ingest_publishes_every_chunk(seeds_dir: Path, store: Store, setti
 
 
 def test_reingest_unchanged_changes_nothing(seeds_dir: Path, store: Store, settings: Settings,
-                                            embedder: SentenceTransformerEmbedder) -> None:
+                                            embedder: Embedder) -> None:
     run(seeds_dir, store, embedder, settings)
     before = store.pointer("sales-manager")
     counting = CountingEmbedder(embedder)
@@ -65,7 +65,7 @@ def test_reingest_unchanged_changes_nothing(seeds_dir: Path, store: Store, setti
 
 
 def test_changed_item_reembeds_only_that_id_and_removed_item_disappears(
-        seeds_dir: Path, store: Store, settings: Settings, embedder: SentenceTransformerEmbedder) -> None:
+        seeds_dir: Path, store: Store, settings: Settings, embedder: Embedder) -> None:
     run(seeds_dir, store, embedder, settings)
     before = {c.id: c.embedding for c in store.chunks("sales-manager", with_embeddings=True)}
 
@@ -92,7 +92,7 @@ def test_changed_item_reembeds_only_that_id_and_removed_item_disappears(
 
 
 def test_second_card_gives_second_persona(seeds_dir: Path, store: Store, settings: Settings,
-                                          embedder: SentenceTransformerEmbedder) -> None:
+                                          embedder: Embedder) -> None:
     card = {
         "title": "Pastry Chef", "slug": "pastry-chef", "aliases": ["Patissier"],
         "summary": "Makes desserts and breads in a professional kitchen.",
@@ -112,7 +112,7 @@ def test_second_card_gives_second_persona(seeds_dir: Path, store: Store, setting
 
 @pytest.mark.parametrize("bad", ["not: [yaml", "title: X\nslug: x\n", "title: X\nslug: x\nsections:\n- markdown: hi\n"])
 def test_bad_card_leaves_the_index_intact(seeds_dir: Path, store: Store, settings: Settings,
-                                          embedder: SentenceTransformerEmbedder, bad: str) -> None:
+                                          embedder: Embedder, bad: str) -> None:
     run(seeds_dir, store, embedder, settings)
     before = store.pointer("sales-manager")
     edit_seed(seeds_dir, lambda d: d["sections"][0].update(markdown="Changed purpose text."))
@@ -125,7 +125,7 @@ def test_bad_card_leaves_the_index_intact(seeds_dir: Path, store: Store, setting
 
 
 def test_interrupted_publish_leaves_old_version_and_is_swept(seeds_dir: Path, store: Store, settings: Settings,
-                                                              embedder: SentenceTransformerEmbedder) -> None:
+                                                              embedder: Embedder) -> None:
     run(seeds_dir, store, embedder, settings)
     before = store.pointer("sales-manager")
     orphan = store.client.create_collection("p-sales-manager-orphan", embedding_function=None)

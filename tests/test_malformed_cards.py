@@ -16,7 +16,7 @@ from generation.service import PersonaService
 from ingest.cards import load_card
 from ingest.indexer import ingest
 from ingest.lint import lint_card
-from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.settings import Settings
 from retrieval.store import Store
@@ -96,7 +96,7 @@ GENERATED: list[tuple[Callable[[Path], Path], str, str]] = [
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder) -> Store:
+def indexed(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Store:
     """An index holding the seed persona, shared by the rejection tests (which must not change it)."""
     root = tmp_path_factory.mktemp("malformed")
     store = Store(Settings(data_dir=root / "index"))
@@ -120,7 +120,7 @@ def companion(tmp: Path) -> Path:
     return path
 
 
-def assert_rejected(store: Store, embedder: SentenceTransformerEmbedder, tmp: Path, path: Path, field: str,
+def assert_rejected(store: Store, embedder: Embedder, tmp: Path, path: Path, field: str,
                     fragment: str) -> None:
     before = snapshot(store)
     with pytest.raises(InvalidCard) as caught:
@@ -133,13 +133,13 @@ def assert_rejected(store: Store, embedder: SentenceTransformerEmbedder, tmp: Pa
 
 
 @pytest.mark.parametrize(("name", "field", "fragment"), REJECTED, ids=[r[0] for r in REJECTED])
-def test_committed_bad_cards_are_rejected(indexed: Store, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+def test_committed_bad_cards_are_rejected(indexed: Store, embedder: Embedder, tmp_path: Path,
                                           name: str, field: str, fragment: str) -> None:
     assert_rejected(indexed, embedder, tmp_path, CARDS / name, field, fragment)
 
 
 @pytest.mark.parametrize(("make", "field", "fragment"), GENERATED, ids=[g[0].__name__ for g in GENERATED])
-def test_generated_bad_cards_are_rejected(indexed: Store, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+def test_generated_bad_cards_are_rejected(indexed: Store, embedder: Embedder, tmp_path: Path,
                                           make: Callable[[Path], Path], field: str, fragment: str) -> None:
     assert_rejected(indexed, embedder, tmp_path, make(tmp_path), field, fragment)
 
@@ -160,7 +160,7 @@ def published_consistently(store: Store, slug: str) -> None:
 
 
 def test_hostile_text_is_ingested_as_data_with_warnings(settings: Settings,
-                                                        embedder: SentenceTransformerEmbedder) -> None:
+                                                        embedder: Embedder) -> None:
     store = Store(settings)
     ingest([companion(settings.data_dir.parent)], store, embedder, settings.model)
     report = ingest([CARDS / "html-script.yaml"], store, embedder, settings.model)
@@ -190,7 +190,7 @@ def test_hostile_text_is_ingested_as_data_with_warnings(settings: Settings,
 
 
 def test_seed_and_clean_unicode_card_have_no_warnings(settings: Settings,
-                                                      embedder: SentenceTransformerEmbedder) -> None:
+                                                      embedder: Embedder) -> None:
     assert lint_card(load_card(SEED), str(SEED)) == []
     report = ingest([CARDS / "unicode-mixed.yaml"], Store(settings), embedder, settings.model)
     assert report.warnings == [] and all(c.published for c in report.changes)

@@ -19,7 +19,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from bench.servers import persona_server, uvicorn_server
 from generation.service import PersonaService
 from ingest.indexer import ingest
-from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.embedder import Embedder
 from retrieval.settings import Settings
 from retrieval.store import SERVER_FILE, Store
 from retrieval.text import markers
@@ -40,7 +40,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def stdio_server(tmp_path_factory: pytest.TempPathFactory,
-                 embedder: SentenceTransformerEmbedder) -> StdioServerParameters:
+                 embedder: Embedder) -> StdioServerParameters:
     """`persona mcp` as an MCP client launches it, on its own index of the seed."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("mcp") / "index")
     ingest([SEED], Store(settings), embedder, settings.model)
@@ -50,7 +50,7 @@ def stdio_server(tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(scope="module")
 def relayed(tmp_path_factory: pytest.TempPathFactory,
-            embedder: SentenceTransformerEmbedder) -> Iterator[StdioServerParameters]:
+            embedder: Embedder) -> Iterator[StdioServerParameters]:
     """`persona mcp` while `persona serve` runs on the same index: it reads through the server."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("relay") / "index")
     ingest([SEED], Store(settings), embedder, settings.model)

@@ -154,6 +154,7 @@ def test_one_setting_selects_mpnet(mpnet_models: Path, tmp_path: Path, monkeypat
     data_dir = tmp_path / "index"
     data_dir.mkdir()
     os.symlink(mpnet_models, data_dir / "models")
+    monkeypatch.delenv("PERSONA_MODELS_DIR", raising=False)  # the default: <data_dir>/models
     monkeypatch.setenv("PERSONA_MODEL", NAME)
     chosen = embedder_for(Settings(data_dir=data_dir))
     assert isinstance(chosen, OnnxEmbedder) and chosen.name == NAME and chosen.dimension == 768

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from generation.service import PersonaService
-from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.embedder import Embedder
 from retrieval.settings import Settings
 from retrieval.text import markers
 from server.app import create_app
@@ -27,7 +27,7 @@ def test_healthz(client: TestClient) -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_healthz_without_a_persona_is_not_ok(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_healthz_without_a_persona_is_not_ok(tmp_path: Path, embedder: Embedder) -> None:
     """Running, index and model fine, but nothing to answer as: 503 "degraded", saying what to do."""
     settings = Settings(data_dir=tmp_path / "index", rate_limit=None)
     with TestClient(create_app(settings, service=PersonaService(settings, embedder=embedder))) as empty:

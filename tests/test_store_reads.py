@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from ingest.indexer import ingest
-from retrieval.embedder import SentenceTransformerEmbedder
+from retrieval.embedder import Embedder
 from retrieval.settings import Settings
 from retrieval.store import POINTER_TTL, Store
 
 
 def test_reader_follows_a_publish_by_another_store(seeds_dir: Path, settings: Settings,
-                                                   embedder: SentenceTransformerEmbedder) -> None:
+                                                   embedder: Embedder) -> None:
     writer, reader = Store(settings), Store(settings)
     ingest([seeds_dir], writer, embedder, settings.model)
     vector = embedder.encode(["How much pipeline coverage do I need?"])[0]

@@ -29,7 +29,8 @@ def env(chroma_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     """The environment of every process that shares the server's index (models stay local)."""
     local = tmp_path_factory.mktemp("local")
     return {**os.environ, "HF_HUB_OFFLINE": "1", "PERSONA_CHROMA_URL": chroma_url,
-            "PERSONA_DATA_DIR": str(local), "PERSONA_SEEDS_DIR": str(ROOT / "seeds")}
+            "PERSONA_DATA_DIR": str(local), "PERSONA_MODELS_DIR": str(local / "models"),
+            "PERSONA_SEEDS_DIR": str(ROOT / "seeds")}
 
 
 @pytest.fixture(scope="module")
