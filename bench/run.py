@@ -16,8 +16,10 @@ The limit and the targets are derived from the numbers of the same run (:mod:`be
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,18 +143,46 @@ def path_costs(server: Served, questions: Sequence[str], seconds: float, log: Lo
     return costs
 
 
-def cold_start(data_dir: Path, seeds_dir: Path) -> float:
-    """Seconds from process start to the first 200 on ``/v1/ask`` (existing index, no ingest)."""
+def cold_start(data_dir: Path, seeds_dir: Path, log: Path) -> tuple[float, dict[str, float] | None]:
+    """Seconds from process start to the first 200 on ``/v1/ask`` (existing index, no ingest), and where they
+    went, read from the server's log (``log``): see :func:`start_phases`."""
     port = free_port()
-    start = time.perf_counter()
-    process = subprocess.Popen(serve_command(data_dir, port), env={**os.environ, **serve_env(seeds_dir)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log.unlink(missing_ok=True)
+    wall, start = time.time(), time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(serve_command(data_dir, port), env={**os.environ, **serve_env(seeds_dir)},
+                                   stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/v1/ask", process, timeout=120,
                       body={"question": "What is pipeline coverage?"})
-        return round(time.perf_counter() - start, 3)
+        total = time.perf_counter() - start
     finally:
         stop(process)
+    return round(total, 3), start_phases(log.read_text(errors="replace"), wall, total)
+
+
+START_MARKS = {"Started server process": "imports", "Application startup complete": "start-up"}
+
+
+def start_phases(log: str, started: float, total: float) -> dict[str, float] | None:
+    """A cold start in three phases from the server's JSON log lines: ``imports`` (process start to uvicorn's
+    "Started server process": the interpreter and the app's imports), ``start-up`` (to "Application startup
+    complete": opening the index, loading the personas' indexes and the model) and ``first answer`` (the rest:
+    the first request). ``None`` when the log lacks either line."""
+    seen: dict[str, float] = {}
+    for line in log.splitlines():
+        try:
+            record = json.loads(line)
+            stamp = datetime.strptime(record["time"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except (ValueError, KeyError, TypeError):
+            continue
+        for mark, phase in START_MARKS.items():
+            if str(record.get("message", "")).startswith(mark):
+                seen.setdefault(phase, stamp - started)
+    if set(seen) != set(START_MARKS.values()):
+        return None
+    return {"imports": round(seen["imports"], 3), "start-up": round(seen["start-up"] - seen["imports"], 3),
+            "first answer": round(total - seen["start-up"], 3)}
 
 
 def serve_and_load(settings: Settings, questions: Sequence[str], options: BenchOptions, work: Path,
@@ -202,7 +232,12 @@ def run_bench(options: BenchOptions, log: Log = print) -> dict[str, Any]:
     log(f"  {results['in_process']} {results['embedder']}")
     results |= serve_and_load(settings, questions, options, work, log)
     log("cold start ...")
-    results["cold_start_s"] = [cold_start(settings.data_dir, settings.seeds_dir) for _ in range(options.cold_starts)]
+    starts = [cold_start(settings.data_dir, settings.seeds_dir, work / "cold-start.log")
+              for _ in range(options.cold_starts)]
+    results["cold_start_s"] = [seconds for seconds, _ in starts]
+    phases = [p for _, p in starts if p]
+    if phases:
+        results["cold_start_phases_s"] = {k: round(statistics.median(p[k] for p in phases), 3) for k in phases[0]}
     results |= optional_parts(settings, questions, options, work, log)
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["limit"] = report.limits(results)

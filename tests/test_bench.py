@@ -46,11 +46,15 @@ def test_bench_prints_every_row_and_writes_json(tmp_path: Path) -> None:
     assert set(results["in_process"]) == {"retrieve", "ask"} and results["embedder"]["ms_per_query"] > 0
     assert set(results["path_cost"]) == set(results["limit"]) == set(ENDPOINTS)
     assert len(results["cold_start_s"]) == 1 and results["rss_mb"]["under_load"] > 0
+    phases = results["cold_start_phases_s"]  # read from the server's own log lines
+    assert list(phases) == ["imports", "start-up", "first answer"] and all(v > 0 for v in phases.values())
+    side = results["embedder"]["side_by_side"]
+    assert side["workers"] >= 1 and side["speedup"] > 0
     targets = {t["target"]: t["met"] for t in results["targets"]}
     assert len(targets) == 9 and targets["no errors"] is True
     for label in ("in-process PersonaService.retrieve", "in-process PersonaService.ask", "embedder per query",
                   "HTTP /v1/retrieve c=1", "HTTP /v1/ask c=16", "path cost /v1/ask", "limit /v1/retrieve",
-                  "/v1/ask c=16 / limit", "cold start", "| target | measured | met |"):
+                  "/v1/ask c=16 / limit", "side by side", "cold start", "imports", "| target | measured | met |"):
         assert label in done.stdout, label
 
 
