@@ -86,14 +86,14 @@ class DiskCachedEmbedder:
             if db is None:
                 return found
             try:
-                wanted = list(keys)
+                wanted, dimension = list(keys), self.dimension
                 for start in range(0, len(wanted), LOOKUP_CHUNK):
                     chunk = wanted[start:start + LOOKUP_CHUNK]
                     rows = db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(chunk))})",
                                       chunk).fetchall()
                     for key, blob in rows:
                         vector = np.frombuffer(blob, dtype=np.float32)
-                        if vector.shape == (self.dimension,):  # a file of another model's size is ignored
+                        if vector.shape == (dimension,):  # a file of another model's size is ignored
                             found[keys[key]] = vector
             except sqlite3.Error as exc:
                 self._give_up(exc)
