@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from retrieval.errors import PersonaError
 from retrieval.service import Retriever
@@ -50,20 +49,16 @@ def status(found: dict[str, str]) -> str:
 def warm_up(service: Retriever) -> dict[str, str]:
     """Open the index, load the personas' indexes and the model before the first request.
 
-    The model loads (and embeds once) in a second thread while the index is opened and read, so start-up
-    takes the longer of the two, not their sum. What is missing is logged as one clear error per
-    component; the server still starts, so that ``/healthz`` can say what is wrong (503) and the API
-    answers 503 with the same message.
+    What is missing is logged as one clear error per component; the server still starts, so that ``/healthz``
+    can say what is wrong (503) and the API answers 503 with the same message.
     """
-    with ThreadPoolExecutor(1, thread_name_prefix="warm-model") as pool:
-        model = pool.submit(_model_problems, service, True)
-        found = _index_problems(service)
-        if not found:
-            try:
-                service.load_indexes()
-            except PersonaError as exc:  # logged; the first question meets it again and reports it
-                log.warning("loading the indexes failed: %s", exc.message)
-        found.update(model.result())
+    found = _index_problems(service)
+    if not found:
+        try:
+            service.load_indexes()
+        except PersonaError as exc:  # logged; the first question meets it again and reports it
+            log.warning("loading the indexes failed: %s", exc.message)
+    found.update(_model_problems(service, embed=True))
     for component, message in found.items():
         log.error("start-up check failed: %s: %s (GET /healthz answers 503 until this is fixed)", component, message)
     return found
