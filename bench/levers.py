@@ -84,17 +84,26 @@ class Vectors:
 
 
 class Model:
-    """A sentence-transformers model by name (the packaged ones resolved as the service resolves them) or folder."""
+    """A sentence-transformers model by name (the packaged ones resolved as the service resolves them) or folder;
+    ``name:int8`` is the service's int8 ONNX export of a packaged model (exported under ``/tmp/persona-levers``)."""
 
     def __init__(self, name: str) -> None:
         from sentence_transformers import SentenceTransformer
 
         from retrieval.models import PACKAGED_MODELS, resolve_model_path
         self.name = name
+        if name.endswith(":int8"):
+            from retrieval.embedder import OnnxEmbedder, ensure_onnx
+            folder = ensure_onnx(name.removesuffix(":int8"), Path("/tmp/persona-levers/models"), "onnx", "int8")
+            assert folder is not None
+            self.onnx = OnnxEmbedder(folder, name.removesuffix(":int8"), None, "int8")
+            return
         path = resolve_model_path(name) if name in PACKAGED_MODELS else name
         self.st = SentenceTransformer(path, device="cpu")
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if self.name.endswith(":int8"):
+            return np.asarray(self.onnx.encode(list(texts)), dtype=np.float32)
         return self.st.encode(list(texts), batch_size=64, normalize_embeddings=True,
                               convert_to_numpy=True).astype(np.float32)
 
@@ -144,13 +153,15 @@ def ranking(card: Card, matrix: np.ndarray, questions: Sequence[Question]) -> st
     return " / ".join(f"{sum(r[k] for r in rows) / n:.3f}" for k in ("hit@1", "hit@3", "mrr"))
 
 
-def evidence(card: Card, v: Vectors, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The coverage judge's (support, boundary) per question, as ``retrieval/stages/examples.py`` measures them."""
+def evidence(card: Card, v: Vectors, q: np.ndarray, nearest: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The coverage judge's (support, boundary) per question, as ``retrieval/stages/examples.py`` measures them;
+    ``nearest`` > 1: the boundary is the mean cosine of that many nearest boundary questions."""
     own = np.clip(q @ v.passages.T, 0.0, 1.0)  # the pipeline's clipped cosine (retrieval/search.py)
     has = np.zeros(len(card.ids), bool)
     has[np.unique(card.targets)] = True
     support = np.where(has, (own + best_example(card, v, q)) / 2, own).max(1)
-    return support, np.maximum(0.0, (q @ v.boundary.T).max(1))
+    near = -np.sort(-(q @ v.boundary.T), axis=1)[:, :nearest]
+    return support, np.maximum(0.0, near.mean(1))
 
 
 def calibrate(support: np.ndarray, boundary: np.ndarray, questions: Sequence[Question]) -> CoverageCalibration:
@@ -283,6 +294,39 @@ should would will shall may might must have has had not no so as just about into
 also any some all more most other own such only same get got go going want need know think""".split())  # noqa: SIM905
 
 
+def cross_validated(support: np.ndarray, boundary: np.ndarray, questions: Sequence[Question],
+                    splits: int = 20) -> tuple[float, float]:
+    """2-fold cross-validation of the coverage thresholds, ``splits`` random halvings: derived on one half,
+    applied to the other; the mean in-scope refused and off-topic answered shares over the held-out halves."""
+    n, rng = len(questions), np.random.default_rng(0)
+    refused_in, answered_out = [], []
+    for perm in (rng.permutation(n) for _ in range(splits)):
+        for fit, held in ((perm[: n // 2], perm[n // 2:]), (perm[n // 2:], perm[: n // 2])):
+            c = calibrate(support[fit], boundary[fit], [questions[i] for i in fit])
+            refused = (support < c.min_score) | (boundary > support + c.boundary_margin)
+            refused_in.append(np.mean([refused[i] for i in held if questions[i].kind == "in_scope"]))
+            answered_out.append(np.mean([not refused[i] for i in held if questions[i].kind != "in_scope"]))
+    return float(np.mean(refused_in)), float(np.mean(answered_out))
+
+
+def cmd_boundary(card: Card, args: argparse.Namespace) -> None:
+    """The boundary as the mean cosine of the k nearest not-covered questions, not the nearest alone: one question
+    that shares a word ("calls") no longer refuses. Cross-validated on chat-dev, then derived on all of it."""
+    v = vectors(card, args.model, args.cache)
+    dev = card.questions["chat-dev"]
+    for k in (1, 2, 3, 5):
+        support, boundary = evidence(card, v, v.questions["chat-dev"], k)
+        refused_in, answered_out = cross_validated(support, boundary, dev)
+        c = calibrate(support, boundary, dev)
+        line = [f"k {k}: CV on chat-dev: in-scope refused {refused_in:.3f}, off-topic answered {answered_out:.3f}; "
+                f"derived on chat-dev {c.min_score} / {c.boundary_margin}"]
+        for name in args.set:
+            support, boundary = evidence(card, v, v.questions[name], k)
+            refused = (support < c.min_score) | (boundary > support + c.boundary_margin)
+            line.append(f"{name}: {refusals(refused, card.questions[name])}")
+        print(" | ".join(line), flush=True)
+
+
 def cmd_lexical(card: Card, args: argparse.Namespace) -> None:
     """Support minus alpha x the share of the message's content words the card and its examples never use;
     2-fold cross-validation on chat-dev (20 random splits): thresholds derived on one half, applied to the other."""
@@ -293,21 +337,11 @@ def cmd_lexical(card: Card, args: argparse.Namespace) -> None:
         words = [w for w in WORD.findall(text.lower()) if w not in STOP]
         return sum(w not in vocabulary for w in words) / len(words) if words else 0.0
     qs = card.questions["chat-dev"]
-    n, rng = len(qs), np.random.default_rng(0)
-    splits = [rng.permutation(n) for _ in range(20)]
     base, boundary = evidence(card, v, v.questions["chat-dev"])
     share = np.array([unknown(q.question) for q in qs])
     for alpha in (0.0, 0.05, 0.1, 0.2, 0.3):
-        support = base - alpha * share
-        refused_in, answered_out = [], []
-        for perm in splits:
-            for fit, held in ((perm[: n // 2], perm[n // 2:]), (perm[n // 2:], perm[: n // 2])):
-                c = calibrate(support[fit], boundary[fit], [qs[i] for i in fit])
-                refused = (support < c.min_score) | (boundary > support + c.boundary_margin)
-                refused_in.append(np.mean([refused[i] for i in held if qs[i].kind == "in_scope"]))
-                answered_out.append(np.mean([not refused[i] for i in held if qs[i].kind != "in_scope"]))
-        print(f"alpha {alpha}: held-out half, in-scope refused {np.mean(refused_in):.3f}, "
-              f"off-topic answered {np.mean(answered_out):.3f}")
+        refused_in, answered_out = cross_validated(base - alpha * share, boundary, qs)
+        print(f"alpha {alpha}: held-out half, in-scope refused {refused_in:.3f}, off-topic answered {answered_out:.3f}")
 
 
 def cmd_finetune(card: Card, args: argparse.Namespace) -> None:
@@ -352,7 +386,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/persona-levers"))
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("rank", "segments", "pooling", "ensemble", "lexical", "finetune"):
+    for name in ("rank", "segments", "pooling", "ensemble", "lexical", "boundary", "finetune"):
         p = sub.add_parser(name)
         p.add_argument("--set", action="append", choices=SETS)
         p.add_argument("--model", default="all-MiniLM-L6-v2")
@@ -366,7 +400,7 @@ def main() -> None:
     args.set = args.set or ["chat-dev"]
     card = load()
     commands = {"rank": cmd_rank, "segments": cmd_segments, "pooling": cmd_pooling, "ensemble": cmd_ensemble,
-                "lexical": cmd_lexical, "finetune": cmd_finetune}
+                "lexical": cmd_lexical, "boundary": cmd_boundary, "finetune": cmd_finetune}
     commands[args.command](card, args)
 
 
