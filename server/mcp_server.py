@@ -32,12 +32,12 @@ from generation.registry import generators
 from generation.service import PersonaService
 from generation.sources import with_sources
 from retrieval.errors import IndexUnavailable, PersonaError
-from retrieval.service import MAX_K, MAX_QUERY_CHARS
+from retrieval.service import MAX_QUERY_CHARS
 from retrieval.settings import Settings
 from retrieval.store import exclusive, holder
 from retrieval.types import retrieval_body
 from server.mcp_http import MOUNT_PATH
-from server.schemas import AskResponse, PersonasResponse, RetrieveResponse
+from server.schemas import AskResponse, PassageCount, PersonasResponse, RetrieveResponse
 
 NAME = "persona-rag"
 SCHEME = "persona://"
@@ -74,7 +74,7 @@ def build_server(service: PersonaService) -> MCPServer:
     def retrieve(
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")],
         persona: Persona = None,
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many passages.")] = 5,
+        k: Annotated[PassageCount, Field(description="How many passages.")] = 5,
     ) -> Annotated[CallToolResult, RetrieveResponse]:
         """The passages of the persona's card nearest to the query, best first, scores in [0, 1]."""
         with domain_errors(tool=True):

@@ -39,10 +39,11 @@ from starlette.concurrency import iterate_in_threadpool
 
 from generation.sources import sources_block, with_sources
 from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, InvalidQuery, PersonaError
-from retrieval.service import MAX_K, FollowUp
+from retrieval.service import FollowUp
 from retrieval.types import Answer, AnswerEvent, Citation, PersonaInfo
 from server import housekeeping
 from server.routes import service_of
+from server.schemas import PassageCount
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -86,7 +87,7 @@ class ChatCompletionRequest(BaseModel):
     model: str = Field(min_length=1, max_length=100, description="Persona slug, e.g. 'sales-manager'.")
     messages: list[ChatMessage] = Field(min_length=1, max_length=500)
     stream: bool = False
-    k: int | None = Field(None, ge=1, le=MAX_K, description="Passages retrieved (extension; default setting).")
+    k: PassageCount | None = Field(None, description="Passages retrieved (extension; default setting).")
     generator: str | None = Field(None, max_length=40,
                                   description="A generator's name (extension; default PERSONA_CHAT_GENERATOR).")
 

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from retrieval.service import MAX_K, MAX_QUERY_CHARS
 from retrieval.text import VISIBLE
 
 NOT_BLANK = VISIBLE  # at least one character that is not white space
 Heading = Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
+
+
+def _json_integer(value: object) -> object:
+    """What JSON Schema calls an integer: ``true`` and ``"5"`` are not (pydantic's lax mode would take them as 1 and
+    5); ``5.0`` is, and a fraction is refused by the ``int`` that follows."""
+    if isinstance(value, bool | str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+PassageCount = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_json_integer)]
+"""``k``: how many passages, a JSON integer from 1 to ``MAX_K`` (the bounds inside, so ``PassageCount | None`` keeps
+them in the OpenAPI document)."""
 
 
 class Strict(BaseModel):
@@ -21,14 +35,14 @@ class RetrieveRequest(Strict):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK,
                        description="What to search the card for.")
     persona: str | None = Field(None, max_length=100, description="Persona slug; optional while only one is indexed.")
-    k: int = Field(5, ge=1, le=MAX_K, description="How many passages to return.")
+    k: PassageCount = Field(5, description="How many passages to return.")
     sections: list[Heading] | None = Field(None, max_length=50, description="Only search these sections (headings).")
 
 
 class AskRequest(Strict):
     question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK)
     persona: str | None = Field(None, max_length=100)
-    k: int | None = Field(None, ge=1, le=MAX_K)
+    k: PassageCount | None = None
     generator: str | None = Field(None, max_length=40,
                                   description="A generator's name (default: the first registered); unknown names "
                                   "are refused with the list of available ones.")

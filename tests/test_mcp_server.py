@@ -170,6 +170,8 @@ async def test_unknown_persona_is_an_error_listing_the_slugs(client: Client) -> 
 async def test_bad_arguments_are_tool_errors(client: Client) -> None:
     result = await client.call_tool("retrieve", {"query": "forecast", "k": 0})
     assert result.is_error and "k" in result.content[0].text and "greater than or equal to 1" in result.content[0].text
+    result = await client.call_tool("retrieve", {"query": "forecast", "k": True})  # JSON true is not the integer 1
+    assert result.is_error and "k" in result.content[0].text and "valid integer" in result.content[0].text
 
 
 def test_http_app_keeps_its_routes_beside_mcp(base_url: str) -> None:

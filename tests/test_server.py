@@ -53,6 +53,12 @@ def test_retrieve_contract(client: TestClient) -> None:
     assert top["id"] == "sales-manager/vocabulary/ote" and top["section"] == "Vocabulary" and top["item"] == "OTE"
 
 
+def test_k_is_a_json_integer(client: TestClient) -> None:
+    """2.0 is an integer in JSON Schema (and so in our OpenAPI document); true and "2" are not (see the 422 cases)."""
+    body = client.post("/v1/retrieve", json={"query": "what does OTE mean", "k": 2.0}).json()
+    assert [r["rank"] for r in body["results"]] == [1, 2]
+
+
 def test_ask_contract(client: TestClient) -> None:
     body = client.post("/v1/ask", json={"question": "How much pipeline do I need to hit my quota?"}).json()
     assert body["grounded"] is True and body["generator"] == "extractive" and body["confidence"] == "high"
@@ -85,6 +91,9 @@ def test_unknown_persona_is_404_listing_slugs(client: TestClient) -> None:
         ("/v1/ask", {"question": "hi", "k": 51}, "k"),
         ("/v1/retrieve", {"query": "forecast", "k": 0}, "k"),
         ("/v1/retrieve", {"query": "forecast", "k": "many"}, "k"),
+        ("/v1/retrieve", {"query": "forecast", "k": True}, "k"),  # JSON true is not the integer 1
+        ("/v1/retrieve", {"query": "forecast", "k": "5"}, "k"),
+        ("/v1/ask", {"question": "hi", "k": 2.5}, "k"),
         ("/v1/retrieve", {"query": "forecast", "sections": ["Cooking"]}, "section"),
         ("/v1/ask", {"question": "hi", "generator": "gpt-99"}, "generator"),
         ("/v1/ask", {"question": "hi", "colour": "red"}, "colour"),
