@@ -36,6 +36,15 @@ METRICS: list[tuple[str, str]] = [
     ("adversarial.pass_rate", "adversarial pass rate"),
     ("latency.mean_ms", "retrieval latency mean (ms)"), ("latency.p50_ms", "retrieval latency p50 (ms)"),
     ("latency.ratio", "latency / plain dense (median)"),
+    ("latency.follow_up_added_ms", "time a follow-up adds (p50 ms)"),
+    # conversation sets: the rows above are over follow-ups; these over first turns, then per follow-up type
+    ("first_turn.section.hit@1", "first turns: section hit@1"),
+    ("first_turn.answer.first_on_point", "first turns: first citation on point"),
+    ("first_turn.abstention.in_scope_refused", "first turns: in-scope refused"),
+    *((f"{kind}.{what}", f"{kind.replace('_', '-')} follow-ups: {label}")
+      for kind in ("ellipsis", "deeper", "neighbour", "shift", "off_topic")
+      for what, label in (("first_on_point", "first citation on point"), ("refused", "refused"))
+      if not (kind == "off_topic" and what == "first_on_point")),
 ]
 
 
@@ -67,7 +76,10 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     for qset in data["sets"]:
         headers, rows = set_table(data, qset["name"])
-        lines += [f"## {qset['name']}", "", qset.get("description", ""), "",
+        scope = (["In a conversation set every metric is over the follow-ups (turns after the first) unless it "
+                  "says first turns; `alone` is the pipeline with each follow-up asked without the chat before it.", ""]
+                 if qset.get("conversational") else [])
+        lines += [f"## {qset['name']}", "", qset.get("description", ""), "", *scope,
                   "| metric | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     lines += ["", "Configurations:", ""]

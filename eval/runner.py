@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from eval.baselines import BASELINES, publish_baseline
 from eval.calibration import derive_coverage, derive_threshold
@@ -32,10 +32,12 @@ from eval.metrics import (
     on_point,
     ranking_scores,
 )
-from eval.sets import Question, QuestionSet, Thresholds
+from eval.sets import FollowUpType, Question, QuestionSet, Thresholds
 from generation.registry import generators
 from generation.service import PersonaService
+from generation.sources import with_sources
 from generation.support import SUPPORT_THRESHOLD
+from retrieval.conversation import NO_HISTORY, History, Message
 from retrieval.embedder import CachedEmbedder, Embedder, create_embedder
 from retrieval.errors import PersonaError
 from retrieval.search import to_hits
@@ -47,7 +49,11 @@ from retrieval.vector_cache import DiskCachedEmbedder, cache_path
 TIMING_RUNS = 2  # retrieval is timed this often per question and the fastest run kept (less load noise)
 RANK_DEPTH = 50  # hits fetched for ranking metrics: enough for ten distinct sections
 PIPELINE = "pipeline"
+ALONE = "alone"
 DENSE = "dense"
+FIRST_TURN_METRICS = ("section.hit@1", "section.hit@3", "answer.first_on_point", "answer.cited_relevance",
+                      "abstention.in_scope_refused")
+FOLLOW_UP_TYPES: tuple[str, ...] = get_args(FollowUpType)
 RANKING_METRICS = ("hit@1", "hit@3", "hit@5", "mrr", "ndcg@10")
 Progress = Callable[[str, int, int], None]
 
@@ -58,11 +64,14 @@ class Configuration:
 
     name: str
     description: str
-    retrieve: Callable[[Question], tuple[PersonaInfo, list[Hit]]]
-    answer: Callable[[Question, PersonaInfo, list[Hit]], Answer]
+    retrieve: Callable[[Question, History], tuple[PersonaInfo, list[Hit]]]
+    answer: Callable[[Question, PersonaInfo, list[Hit], History], Answer]
     known_ids: Callable[[str], set[str]]
     item_ids: bool = True  # False when its chunks are not the card's items: id-level metrics are n/a
     coverage: Callable[[Question], Coverage] | None = None  # the last retrieval's coverage judgement (pipeline only)
+    searched_for: Callable[[Question], str] | None = None  # what the last retrieval searched (pipeline only)
+    conversations: bool = True  # run on conversation sets (each turn with the chat before it)
+    questions: bool = True  # run on sets of single questions
 
 
 @dataclass
@@ -90,6 +99,9 @@ class Record:
     adversarial: dict[str, bool] = field(default_factory=dict)
     near: bool = False
     on_point: list[bool] = field(default_factory=list)  # per citation, in [n] order: does it answer the question?
+    turn: int = 1  # its turn in a conversation (1 for a question of its own)
+    follow_up: str | None = None  # how a later turn follows up (conversation sets)
+    searched_for: str = ""  # what the retrieval searched (the standalone query of a follow-up)
 
 
 @dataclass
@@ -105,6 +117,7 @@ class SetResult:
     name: str
     description: str
     configs: dict[str, ConfigResult]
+    conversational: bool = False  # a conversation set: its metrics are over the follow-ups
 
 
 @dataclass(frozen=True)
@@ -123,15 +136,19 @@ class Failure:
 
 
 # -- one question ----------------------------------------------------------------------------
-def evaluate(config: Configuration, question: Question) -> Record:
+def evaluate(config: Configuration, question: Question, history: History = NO_HISTORY) -> Record:
     """Retrieve (timed), answer, and score one question with one configuration."""
+    return _evaluate(config, question, history)[0]
+
+
+def _evaluate(config: Configuration, question: Question, history: History) -> tuple[Record, Answer]:
     timings = []
     for _ in range(TIMING_RUNS):
         started = time.perf_counter()
-        info, hits = config.retrieve(question)
+        info, hits = config.retrieve(question, history)
         timings.append((time.perf_counter() - started) * 1000)
     latency_ms = min(timings)
-    answer = config.answer(question, info, hits)
+    answer = config.answer(question, info, hits, history)
     judged = config.coverage(question) if config.coverage else None
     sections = dedupe(h.section for h in hits)
     ids = dedupe(h.id for h in hits)
@@ -144,6 +161,8 @@ def evaluate(config: Configuration, question: Question) -> Record:
         latency_ms=round(latency_ms, 3), grounded=answer.grounded,
         answer=answer.text, cited=list(cited.values()), citation_valid=valid, sentences=score.sentences,
         supported=score.supported, citations=score.citations, precise=score.precise, near=question.near,
+        turn=question.turn, follow_up=question.follow_up,
+        searched_for=config.searched_for(question) if config.searched_for else question.question,
     )
     if question.kind == "in_scope":
         gold = question.gold
@@ -155,7 +174,7 @@ def evaluate(config: Configuration, question: Question) -> Record:
                            for c in sorted(answer.citations, key=lambda c: c.n)]
     if question.kind == "adversarial":
         record.adversarial = asdict(adversarial_check(answer.text, answer.grounded, valid, score, info.title))
-    return record
+    return record, answer
 
 
 # -- aggregates ------------------------------------------------------------------------------
@@ -202,27 +221,70 @@ def failures(results: Sequence[SetResult], thresholds: Thresholds) -> list[Failu
     return out
 
 
+def summarise_conversations(records: Sequence[Record]) -> dict[str, float | None]:
+    """A conversation set's metrics: every metric of :func:`summarise` over the follow-ups (turns after the
+    first), then the first turns' main ones (``first_turn.*``) and, per follow-up type, how often its first
+    citation was on point and how often it was refused (``<type>.first_on_point``, ``<type>.refused``)."""
+    follow_ups = [r for r in records if r.turn > 1]
+    metrics = summarise(follow_ups)
+    first = summarise([r for r in records if r.turn == 1])
+    for name in FIRST_TURN_METRICS:
+        metrics[f"first_turn.{name}"] = first.get(name)
+    for kind in FOLLOW_UP_TYPES:
+        of_type = [r for r in follow_ups if r.follow_up == kind]
+        cited = [r for r in of_type if r.kind == "in_scope" and r.grounded and r.on_point]
+        metrics[f"{kind}.first_on_point"] = _round(mean(first_on_point(r.on_point) or 0.0 for r in cited))
+        metrics[f"{kind}.refused"] = _round(mean(float(not r.grounded) for r in of_type))
+    return metrics
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration],
         progress: Progress | None = None) -> list[SetResult]:
     """Every question of every set through every configuration (questions outer, so load noise
-    falls on all configurations alike)."""
-    total = sum(len(s.questions) for s in sets) * len(configs)
+    falls on all configurations alike). In a conversation set each turn is asked with the chat before it:
+    the earlier questions and the configuration's own replies to them, as a chat client would send them."""
+    plan = [(qset, [c for c in configs if (c.conversations if qset.conversational else c.questions)]) for qset in sets]
+    total = sum(len(s.questions) * len(chosen) for s, chosen in plan)
     done = 0
     results = []
-    for qset in sets:
-        records: dict[str, list[Record]] = {c.name: [] for c in configs}
+    for qset, chosen in plan:
+        records: dict[str, list[Record]] = {c.name: [] for c in chosen}
+        chats: dict[str, list[Message]] = {c.name: [] for c in chosen}
         for question in qset.questions:
-            for config in configs:
-                records[config.name].append(evaluate(config, question))
+            for config in chosen:
+                chat = chats[config.name] if question.turn > 1 else []
+                record, answer = _evaluate(config, question, History(tuple(chat)))
+                records[config.name].append(record)
+                chats[config.name] = [*chat, Message("user", question.question),
+                                      Message("assistant", with_sources(answer))]
                 done += 1
                 if progress:
                     progress(f"evaluating {qset.name}", done, total)
+        summary = summarise_conversations if qset.conversational else summarise
         result = SetResult(qset.name, qset.description, {
-            c.name: ConfigResult(c.name, c.description, summarise(records[c.name]), records[c.name]) for c in configs
-        })
+            c.name: ConfigResult(c.name, c.description, summary(records[c.name]), records[c.name]) for c in chosen
+        }, qset.conversational)
         add_latency_ratio(result)
+        if qset.conversational:
+            add_follow_up_cost(result)
         results.append(result)
     return results
+
+
+def add_follow_up_cost(result: SetResult) -> None:
+    """``latency.follow_up_added_ms``: the median over follow-ups of the pipeline's retrieval latency with the
+    conversation minus the same pipeline's on the follow-up alone, timed back to back."""
+    alone = result.configs.get(ALONE)
+    if alone is None:
+        return
+    for config in result.configs.values():
+        added = [mine.latency_ms - base.latency_ms
+                 for mine, base in zip(config.records, alone.records, strict=True) if mine.turn > 1]
+        config.metrics["latency.follow_up_added_ms"] = round(statistics.median(added), 3) if added else None
 
 
 def add_latency_ratio(result: SetResult) -> None:
@@ -238,10 +300,11 @@ def add_latency_ratio(result: SetResult) -> None:
 
 
 def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
-    """The coverage thresholds derived from the pipeline's top and boundary scores on the dev set(s)
-    (sets named ``*dev``; every set when none is), by :func:`eval.calibration.derive_coverage`; and the
-    single abstention threshold of :func:`eval.calibration.derive_threshold` (no boundary) beside it."""
-    chosen = [r for r in results if r.name.endswith("dev")] or list(results)
+    """The coverage thresholds derived from the pipeline's top and boundary scores on the dev set(s) of single
+    questions (sets named ``*dev``; every such set when none is), by :func:`eval.calibration.derive_coverage`;
+    and the single abstention threshold of :func:`eval.calibration.derive_threshold` (no boundary) beside it."""
+    single = [r for r in results if not r.conversational]
+    chosen = [r for r in single if r.name.endswith("dev")] or single
     records = [x for r in chosen for x in r.configs[PIPELINE].records]
     in_scope = [(x.top_score, x.boundary) for x in records if x.kind == "in_scope"]
     out_of_scope = [(x.top_score, x.boundary) for x in records if x.kind == "out_of_scope"]
@@ -255,36 +318,50 @@ def calibrate(results: Sequence[SetResult]) -> dict[str, Any] | None:
 
 
 # -- configurations --------------------------------------------------------------------------
-def pipeline_config(service: PersonaService, answering: PersonaService, generator: str) -> Configuration:
-    """The service as users call it: ``service`` retrieves (timed), ``answering`` answers (cached vectors)."""
+def pipeline_config(service: PersonaService, answering: PersonaService, generator: str,
+                    name: str = PIPELINE, with_history: bool = True) -> Configuration:
+    """The service as users call it: ``service`` retrieves (timed), ``answering`` answers (cached vectors), each
+    turn of a conversation with the chat before it (``with_history``; without it, the turn alone)."""
     judged: dict[str, Coverage] = {}
+    searched: dict[str, str] = {}
 
-    def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
-        found = service.search(q.question, q.persona, RANK_DEPTH)
-        judged[q.id] = found.coverage
+    def chat(history: History) -> History:
+        return history if with_history else NO_HISTORY
+
+    def retrieve(q: Question, history: History) -> tuple[PersonaInfo, list[Hit]]:
+        found = service.search_conversation(q.question, chat(history), q.persona, RANK_DEPTH)
+        judged[q.id], searched[q.id] = found.coverage, found.searched_for
         return found.info, found.hits
 
+    def answer(q: Question, info: PersonaInfo, hits: list[Hit], history: History) -> Answer:
+        return answering.ask(q.question, q.persona, generator=generator, history=chat(history))
+
     return Configuration(
-        name=PIPELINE,
-        description=f"the project's retrieval ('{service.pipeline.name}' preset) and answering (PersonaService.ask)",
+        name=name,
+        description=f"the project's retrieval ('{service.pipeline.name}' preset) and answering (PersonaService.ask)"
+                    + ("" if with_history else ", every turn of a conversation alone, without the chat before it"),
         retrieve=retrieve,
-        answer=lambda q, info, hits: answering.ask(q.question, q.persona, generator=generator),
+        answer=answer,
         known_ids=_known_ids(service.store),
         coverage=lambda q: judged.get(q.id),
+        searched_for=lambda q: searched.get(q.id, q.question),
+        questions=with_history,
     )
 
 
 def dense_config(name: str, description: str, service: PersonaService, answering: PersonaService, store: Store,
                  infos: dict[str, PersonaInfo], generator: str, item_ids: bool) -> Configuration:
-    """Plain dense search over ``store``; the same generator answers from the top ``default_k``."""
-    def retrieve(q: Question) -> tuple[PersonaInfo, list[Hit]]:
+    """Plain dense search over ``store`` (a follow-up alone); the same generator answers from the top
+    ``default_k``."""
+    def retrieve(q: Question, _history: History) -> tuple[PersonaInfo, list[Hit]]:
         info = infos[q.persona]
         return info, to_hits(store.query(info.slug, service.embed_query(q.question), RANK_DEPTH))
 
-    def answer(q: Question, info: PersonaInfo, hits: list[Hit]) -> Answer:
+    def answer(q: Question, info: PersonaInfo, hits: list[Hit], _history: History) -> Answer:
         return answering.answer_from(info, q.question, hits[:service.settings.default_k], generator)
 
-    return Configuration(name, description, retrieve, answer, _known_ids(store), item_ids=item_ids)
+    return Configuration(name, description, retrieve, answer, _known_ids(store), item_ids=item_ids,
+                         conversations=name == DENSE)
 
 
 def _known_ids(store: Store) -> Callable[[str], set[str]]:
@@ -333,6 +410,7 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
         base_store = Store(settings.model_copy(update={"data_dir": Path(tmp) / "baselines", "chroma_url": None}))
         own = {slug: service.persona(slug) for slug in personas}
         configs = [pipeline_config(service, answering, generator),
+                   pipeline_config(service, answering, generator, ALONE, with_history=False),
                    dense_config(DENSE, "plain dense search over the pipeline's chunks (the latency reference)",
                                 service, answering, service.store, own, generator, item_ids=True)]
         for n, baseline in enumerate(BASELINES, start=1):
@@ -372,7 +450,7 @@ def report_data(results: Sequence[SetResult], settings: Settings, generator: str
     return {
         "settings": {"model": settings.model, "min_score": settings.min_score, "default_k": settings.default_k,
                      "generator": generator, "support_threshold": SUPPORT_THRESHOLD, "rank_depth": RANK_DEPTH},
-        "sets": [{"name": r.name, "description": r.description, "configs": {
+        "sets": [{"name": r.name, "description": r.description, "conversational": r.conversational, "configs": {
             name: {"description": c.description, "metrics": c.metrics, "records": [asdict(x) for x in c.records]}
             for name, c in r.configs.items()}} for r in results],
         "calibration": calibrate(results),

@@ -4,6 +4,10 @@ A set file holds ``name``, ``description`` and ``questions``; each question has 
 user's ``question``, the ``persona`` slug, a ``kind`` (``in_scope``, ``out_of_scope`` or
 ``adversarial``; an out-of-scope question may be ``near`` the domain) and its ``gold`` answer
 location: card headings verbatim and passages, listed (``ids``) or graded (``items``).
+A conversation set holds ``conversations`` instead: each has an ``id``, a ``persona`` and 2-6
+``turns`` (a question each, with its kind and gold; every turn after the first names its
+``follow_up`` type). It is read as the list of its turns, in order, each a :class:`Question` that
+knows its ``conversation`` and ``turn``.
 Thresholds live in one YAML file keyed by set name (``default`` for sets it does not name); each
 is the minimum a pipeline metric must reach.
 """
@@ -19,6 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from retrieval.errors import PersonaError
 
 Kind = Literal["in_scope", "out_of_scope", "adversarial"]
+FollowUpType = Literal["ellipsis", "deeper", "neighbour", "shift", "off_topic"]
+"""How a follow-up leans on the conversation: pronouns or ellipsis that need it (``ellipsis``), deeper into
+the same passage (``deeper``), to a neighbouring one (``neighbour``), a new topic of its own (``shift``), or
+off the card (``off_topic``, which must be refused)."""
 SETS_DIR = Path(__file__).resolve().parent / "sets"
 THRESHOLDS_FILE = Path(__file__).resolve().parent / "thresholds.yaml"
 
@@ -65,6 +73,13 @@ class Question(BaseModel):
     kind: Kind
     near: bool = False  # an out-of-scope question near the card's domain (what the threshold must refuse)
     gold: Gold = Field(default_factory=Gold)
+    conversation: str | None = None  # the conversation this question is a turn of (conversation sets)
+    turn: int = Field(1, ge=1)  # its turn in that conversation, from 1
+    follow_up: FollowUpType | None = None  # how a later turn leans on the conversation
+
+    @property
+    def is_follow_up(self) -> bool:
+        return self.turn > 1
 
     @model_validator(mode="after")
     def in_scope_has_gold(self) -> Question:
@@ -75,14 +90,66 @@ class Question(BaseModel):
         return self
 
 
+class Turn(BaseModel):
+    """One turn of a written conversation: a question as the user asks it at that point of the chat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(min_length=1, max_length=2000)
+    kind: Kind
+    near: bool = False
+    follow_up: FollowUpType | None = None
+    gold: Gold = Field(default_factory=Gold)
+
+
+class Conversation(BaseModel):
+    """A chat of 2-6 turns with one persona; every turn after the first says how it follows up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, pattern=r"^[^/]+$")
+    persona: str = Field(min_length=1)
+    turns: list[Turn] = Field(min_length=2, max_length=6)
+
+    @model_validator(mode="after")
+    def follow_ups_named(self) -> Conversation:
+        for n, turn in enumerate(self.turns, start=1):
+            if (turn.follow_up is None) != (n == 1):
+                raise ValueError(f"conversation {self.id!r} turn {n}: every turn after the first, and only those, "
+                                 "names its follow_up type")
+        return self
+
+    def questions(self) -> list[Question]:
+        """The turns as questions, ids ``<conversation>/<turn>``."""
+        return [Question(id=f"{self.id}/{n}", persona=self.persona, conversation=self.id, turn=n,
+                         **turn.model_dump(exclude_unset=True))
+                for n, turn in enumerate(self.turns, start=1)]
+
+
 class QuestionSet(BaseModel):
-    """A named list of questions."""
+    """A named list of questions (a conversation set: its conversations' turns, in order)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1)
     description: str = ""
-    questions: list[Question] = Field(min_length=1)
+    questions: list[Question] = Field(default_factory=list)
+    conversations: list[Conversation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def conversations_as_questions(self) -> QuestionSet:
+        if self.conversations:
+            if self.questions:
+                raise ValueError("a set holds questions or conversations, not both")
+            self.questions = [q for c in self.conversations for q in c.questions()]
+        if not self.questions:
+            raise ValueError("a set needs at least one question or conversation")
+        return self
+
+    @property
+    def conversational(self) -> bool:
+        """Whether the set is made of conversations (its follow-ups are scored apart)."""
+        return any(q.conversation for q in self.questions)
 
     @model_validator(mode="after")
     def unique_ids(self) -> QuestionSet:

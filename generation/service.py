@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from generation.base import Context, Generator, events
 from generation.registry import generators as registered
+from retrieval.conversation import History
 from retrieval.embedder import Embedder
 from retrieval.registry import Registry
-from retrieval.service import FollowUp, Retrieval, Retriever, clean
+from retrieval.service import Retrieval, Retriever, clean
 from retrieval.settings import Settings
 from retrieval.stages.coverage import judge
 from retrieval.store import Store
@@ -46,28 +48,36 @@ class PersonaService(Retriever):
         return self.generators.resolve(generator).answer(self.context(info, question, hits, instructions))
 
     def ask(self, question: str, persona: str | None = None, k: int | None = None,
-            generator: str | None = None, instructions: str = "", follow_up: FollowUp | None = None) -> Answer:
+            generator: str | None = None, instructions: str = "", history: History | None = None) -> Answer:
         """An answer in the persona's voice, every claim cited, or an honest "not covered".
 
-        ``instructions`` (a chat client's system messages) reach generators that can use them; a
-        ``follow_up`` is searched by :meth:`Retriever.search_follow_up`.
+        ``instructions`` (a chat client's system messages) reach generators that can use them; with a
+        ``history`` (the chat's earlier turns) the question is searched as the follow-up it is
+        (:meth:`search_conversation`), and the answer says what was searched (``searched_for``).
         """
         question = clean(question, "question")
         make = self.generators.resolve(generator)
-        found = self._find(question, persona, k, follow_up)
-        return make.answer(self.context(found.info, question, found.hits, instructions, found.coverage))
+        found = self.find(question, history, persona, k)
+        answer = make.answer(self.context(found.info, question, found.hits, instructions, found.coverage))
+        return replace(answer, searched_for=found.searched_for)
 
     def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
                    generator: str | None = None, instructions: str = "",
-                   follow_up: FollowUp | None = None) -> Iterator[AnswerEvent]:
+                   history: History | None = None) -> Iterator[AnswerEvent]:
         """The answer as a stream: text deltas as they are produced, then the final answer
         (see :func:`generation.base.events`)."""
         question = clean(question, "question")
         make = self.generators.resolve(generator)
-        found = self._find(question, persona, k, follow_up)
-        yield from events(make, self.context(found.info, question, found.hits, instructions, found.coverage))
+        found = self.find(question, history, persona, k)
+        context = self.context(found.info, question, found.hits, instructions, found.coverage)
+        for event in events(make, context):
+            if event.answer is not None:
+                event = AnswerEvent(event.type, event.text, replace(event.answer, searched_for=found.searched_for))
+            yield event
 
-    def _find(self, question: str, persona: str | None, k: int | None, follow_up: FollowUp | None) -> Retrieval:
-        if follow_up is None:
+    def find(self, question: str, history: History | None, persona: str | None = None,
+             k: int | None = None) -> Retrieval:
+        """The passages a question is answered from: searched alone, or as a follow-up of ``history``."""
+        if not history:
             return self.search(question, persona, k)
-        return self.search_follow_up(question, follow_up, persona, k)
+        return self.search_conversation(question, history, persona, k)

@@ -22,6 +22,7 @@ from retrieval.settings import Settings
 
 if TYPE_CHECKING:
     from generation.service import PersonaService
+    from retrieval.conversation import History
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Occupation personas that answer in their own voice, every claim cited to the card.")
@@ -197,25 +198,99 @@ def retrieve_command(
         out.print(f"   {hit.text}", highlight=False, markup=False)
 
 
+HistoryOpt = Annotated[Path | None, typer.Option(
+    "--history", help="The conversation so far, a JSON or YAML file: a list of {role: user|assistant, content} "
+                      "(or a chat request's {messages: [...]}); the question is answered as its follow-up.")]
+
+
 @app.command("ask")
 def ask_command(
     question: Annotated[str, typer.Argument(help="Your question to the persona.")],
     persona: PersonaOpt = None,
     k: Annotated[int | None, typer.Option("-k", help="Passages to retrieve.")] = None,
     generator: GeneratorOpt = None,
+    history: HistoryOpt = None,
     data_dir: DataDir = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ask the persona; the answer cites the card."""
     from generation.sources import with_sources
 
-    answer = service_for(settings_for(data_dir)).ask(question, persona, k, generator)
+    chat = read_history(history) if history else None
+    answer = service_for(settings_for(data_dir)).ask(question, persona, k, generator, history=chat)
     if as_json:
         out.print_json(json.dumps(answer.to_dict()))
         return
     out.print(with_sources(answer, with_ids=True), highlight=False, markup=False)
+    if chat:
+        err.print(f"searched for: {answer.searched_for}", highlight=False, markup=False, soft_wrap=True)
     for warning in answer.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False)
+
+
+def read_history(path: Path) -> History:
+    """A conversation file as a :class:`History`; a file that is not one raises :class:`InvalidQuery` naming it."""
+    import yaml
+
+    from retrieval.conversation import History
+    from retrieval.errors import InvalidQuery
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidQuery(f"cannot read the history file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidQuery(f"the history file {path} is not JSON or YAML: {exc}") from None
+    if isinstance(data, dict) and "messages" in data:
+        data = [m for m in data["messages"] or [] if not (isinstance(m, dict) and m.get("role") == "system")]
+    if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+        raise InvalidQuery(f"the history file {path} must hold a list of {{role, content}} messages")
+    try:
+        return History.of(data)
+    except InvalidQuery as exc:
+        raise InvalidQuery(f"{path}: {exc.message}") from None
+
+
+@app.command("chat")
+def chat_command(
+    persona: PersonaOpt = None,
+    k: Annotated[int | None, typer.Option("-k", help="Passages to retrieve.")] = None,
+    generator: GeneratorOpt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Talk with a persona: each question is answered in the context of the ones before it
+    (/new starts over, /quit or Ctrl-D ends)."""
+    from generation.sources import with_sources
+    from retrieval.conversation import History, Message
+
+    service = service_for(settings_for(data_dir))
+    info = service.persona(persona)
+    err.print(f"Talking with the {info.title} persona: ask away; /new starts over, /quit or Ctrl-D ends.",
+              highlight=False, markup=False, soft_wrap=True)
+    messages: list[Message] = []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if line in ("/quit", "/exit"):
+            break
+        if line in ("/new", "/reset"):
+            messages = []
+            err.print("(a new conversation)", highlight=False, markup=False)
+            continue
+        if not line:
+            continue
+        try:
+            answer = service.ask(line, info.slug, k, generator, history=History(tuple(messages)))
+        except PersonaError as exc:  # bad input: say so and keep the conversation
+            err.print(f"error: {exc.message}", highlight=False, markup=False, soft_wrap=True)
+            continue
+        reply = with_sources(answer)
+        out.print(f"{info.slug}> {reply}\n", highlight=False, markup=False, soft_wrap=True)
+        if messages and answer.searched_for != line:
+            err.print(f"(searched for: {answer.searched_for})", highlight=False, markup=False, soft_wrap=True)
+        messages += [Message("user", line), Message("assistant", reply)]
 
 
 @app.command("serve")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from retrieval.conversation import History, own_weights, with_context
 from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.embedder import CachedEmbedder, Embedder, serving_embedder
 from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
@@ -28,30 +29,20 @@ from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
-FOLLOW_UP_POOL = 20
-"""Passages each of a follow-up's two searches considers."""
-FOLLOW_UP_CONTEXT = 0.5
-"""Weight of a passage's score for the previous question plus the follow-up, beside its score for the
-follow-up alone (weight 1)."""
+FOLLOW_UP_POOL = MAX_K
+"""Passages each of a follow-up's two searches ranks (a passage missing from one counts that list's lowest score)."""
 SENTENCE_CACHE = 16384  # card sentences whose vectors are kept (a card has a few hundred)
 
 
 @dataclass(frozen=True)
 class Retrieval:
-    """What a search found: the persona, its ranked passages, and how well they cover the query."""
+    """What a search found: the persona, its ranked passages, how well they cover the query, and the query
+    searched (a follow-up's standalone query)."""
 
     info: PersonaInfo
     hits: list[Hit]
     coverage: Coverage
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """What a follow-up question leans on: the previous question, and which passages the previous
-    reply already used (those are not offered again)."""
-
-    previous: str
-    used: Callable[[Hit], bool] = lambda hit: False
+    searched_for: str = ""
 
 
 class Retriever:
@@ -143,8 +134,9 @@ class Retriever:
         return found.info, found.hits
 
     def search(self, query: str, persona: str | None = None, k: int | None = None,
-               sections: Sequence[str] | None = None) -> Retrieval:
-        """:meth:`retrieve`, with the pipeline's judgement of how well the card covers ``query``."""
+               sections: Sequence[str] | None = None, vector: np.ndarray | None = None) -> Retrieval:
+        """:meth:`retrieve`, with the pipeline's judgement of how well the card covers ``query`` (``vector``: its
+        embedding, when the caller has it already)."""
         query = clean(query, "query")
         k = self.settings.default_k if k is None else k
         if not 1 <= k <= MAX_K:
@@ -152,45 +144,48 @@ class Retriever:
         info = self.persona(persona)
         wanted = _match_sections(info, sections) if sections else None
         corpus = Corpus(info, self.embedder, self.store, self._persona_indexes)
-        state = self.pipeline.run(State(query, info, k, wanted, corpus), self._compute)
-        coverage = state.coverage or judge(state.hits[0].score if state.hits else 0.0, state.boundary,
-                                           self.settings.min_score, self.settings.boundary_margin,
-                                           self.settings.confident_score)
-        return Retrieval(info, state.hits, coverage)
+        state = self.pipeline.run(State(query, info, k, wanted, corpus, vector), self._compute)
+        coverage = state.coverage or self._judge(state.hits[0].score if state.hits else 0.0, state.boundary)
+        return Retrieval(info, state.hits, coverage, query)
 
-    def search_follow_up(self, question: str, follow_up: FollowUp, persona: str | None = None,
-                         k: int | None = None) -> Retrieval:
-        """A follow-up's passages: the new part drives, the previous question only gives the topic.
+    def _judge(self, top: float, boundary: float) -> Coverage:
+        s = self.settings
+        return judge(top, boundary, s.min_score, s.boundary_margin, s.confident_score)
 
-        The follow-up is searched alone first; when the card covers it with ``high`` confidence its own
-        passages are the answer's. Otherwise the previous question and the follow-up are searched
-        together too, and each passage is ranked by its score for the follow-up alone plus
-        :data:`FOLLOW_UP_CONTEXT` times its score for both (a passage missing from a list counts that
-        list's lowest score), so passages about the new part outrank the previous answer's topic. The
-        passages the previous reply already used are left out either way (unless that leaves none).
-        Confidence is then at most ``low`` (answered as the closest guidance), and ``none`` when neither
-        search is covered.
+    def search_conversation(self, question: str, history: History, persona: str | None = None,
+                            k: int | None = None, standalone: str | None = None) -> Retrieval:
+        """A question in the chat before it: the passages of the standalone query it stands for.
+
+        ``standalone`` is that query when something rewrote the question already (an LLM's condensed
+        question). Otherwise it is made here: the question searched alone and after the user's earlier
+        questions (:func:`retrieval.conversation.with_context`, named in ``searched_for``), each passage ranked by
+        its two scores weighed by how much the question says on its own, and coverage judged on the two
+        searches' evidence and boundary weighed the same way (:func:`retrieval.conversation.own_weights`). The
+        passages the previous reply used stay eligible. A question with no earlier user turn is searched as it is.
         """
+        if standalone is not None:
+            return self.search(standalone, persona, k)
+        question = clean(question, "question")
+        earlier = history.questions(MAX_QUERY_CHARS)
+        if not earlier:
+            return self.search(question, persona, k)
         k = self.settings.default_k if k is None else k
-        alone = self.search(question, persona, max(k, FOLLOW_UP_POOL))
-        if alone.coverage.confidence == "high":
-            fresh = ([h for h in alone.hits if not follow_up.used(h)] or alone.hits)[:k]
-            return Retrieval(alone.info, _ranked(fresh, [h.score for h in fresh]), alone.coverage)
-        both = self.search(f"{follow_up.previous} {question}", persona, max(k, FOLLOW_UP_POOL))
+        contextual = with_context(earlier, question, MAX_QUERY_CHARS)
+        weights = own_weights(question)
+        own_vector, context_vector = self.embedder.encode([question, contextual])  # one batch
+        alone = self.search(question, persona, max(k, FOLLOW_UP_POOL), vector=own_vector)
+        both = self.search(contextual, persona, max(k, FOLLOW_UP_POOL), vector=context_vector)
+        w = weights.rank
         own = {h.id: h.score for h in alone.hits}
         topic = {h.id: h.score for h in both.hits}
         floor_own, floor_topic = min(own.values(), default=0.0), min(topic.values(), default=0.0)
-        pool: dict[str, tuple[float, Hit]] = {}
-        hits = [*alone.hits, *both.hits]
-        unused = [h for h in hits if not follow_up.used(h)] or hits
-        for hit in unused:
-            if hit.id not in pool:
-                score = own.get(hit.id, floor_own) + FOLLOW_UP_CONTEXT * topic.get(hit.id, floor_topic)
-                pool[hit.id] = (score / (1 + FOLLOW_UP_CONTEXT), hit)
-        best = sorted(pool.values(), key=lambda p: -p[0])[:k]
-        covered = alone.coverage.covered or both.coverage.covered
-        coverage = Coverage("low" if covered else "none", best[0][0] if best else 0.0, both.coverage.boundary)
-        return Retrieval(alone.info, _ranked([h for _, h in best], [s for s, _ in best]), coverage)
+        pool = {h.id: h for h in [*both.hits, *alone.hits]}
+        scored = sorted(((w * own.get(cid, floor_own) + (1 - w) * topic.get(cid, floor_topic), hit)
+                         for cid, hit in pool.items()), key=lambda p: -p[0])[:k]
+        c = weights.coverage
+        coverage = self._judge(c * alone.coverage.top + (1 - c) * both.coverage.top,
+                               c * alone.coverage.boundary + (1 - c) * both.coverage.boundary)
+        return Retrieval(alone.info, _ranked([h for _, h in scored], [s for s, _ in scored]), coverage, contextual)
 
     def _persona_indexes(self, info: PersonaInfo) -> PersonaIndexes:
         """The persona's BM25 index and in-memory vectors, loaded on first use and again when it changes.

@@ -161,6 +161,7 @@ class Answer:
     warnings: list[str] = field(default_factory=list)
     nearest: list[NearSection] = field(default_factory=list)
     confidence: Confidence | None = None
+    searched_for: str = ""  # the query retrieval searched (a follow-up's standalone query); "" before retrieval
 
     def __post_init__(self) -> None:
         if self.confidence is None:
@@ -177,6 +178,7 @@ class Answer:
             "generator": self.generator,
             "warnings": list(self.warnings),
             "nearest_sections": [asdict(n) for n in self.nearest],
+            "searched_for": self.searched_for or self.question,
         }
 
 

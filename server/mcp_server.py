@@ -31,13 +31,21 @@ from generation.prompts import system_prompt
 from generation.registry import generators
 from generation.service import PersonaService
 from generation.sources import with_sources
+from retrieval.conversation import MAX_MESSAGES
 from retrieval.errors import IndexUnavailable, PersonaError
 from retrieval.service import MAX_QUERY_CHARS
 from retrieval.settings import Settings
 from retrieval.store import exclusive, holder
 from retrieval.types import retrieval_body
 from server.mcp_http import MOUNT_PATH
-from server.schemas import AskResponse, PassageCount, PersonasResponse, RetrieveResponse
+from server.schemas import (
+    AskResponse,
+    HistoryMessage,
+    PassageCount,
+    PersonasResponse,
+    RetrieveResponse,
+    conversation,
+)
 
 NAME = "persona-rag"
 SCHEME = "persona://"
@@ -63,12 +71,16 @@ def build_server(service: PersonaService) -> MCPServer:
     def ask(
         question: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="Your question.")],
         persona: Persona = None,
+        history: Annotated[list[HistoryMessage] | None, Field(
+            max_length=MAX_MESSAGES, description="The conversation so far, oldest first ({role: user|assistant, "
+            "content}): a follow-up such as 'how often?' is then answered in its context.")] = None,
     ) -> Annotated[CallToolResult, AskResponse]:
         """Ask the persona. The answer is in its first-person voice, every claim marked [n]; the
         sources list and the structured citations resolve each marker to a passage of its card.
-        When the card does not cover the question, the answer says so (grounded=false)."""
+        When the card does not cover the question, the answer says so (grounded=false). Pass the
+        earlier turns as `history` for a follow-up; `searched_for` says what it was searched as."""
         with domain_errors(tool=True):
-            answer = service.ask(question, persona)
+            answer = service.ask(question, persona, history=conversation(history))
         return _result(with_sources(answer, with_ids=True), AskResponse.model_validate(answer.to_dict()))
 
     def retrieve(

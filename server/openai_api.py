@@ -2,10 +2,10 @@
 
 Chat tools that speak OpenAI's API (Open WebUI, LibreChat, the OpenAI SDKs) see one model per
 persona, named by its slug. The last user message is the question (a message over
-``MAX_QUERY_CHARS`` is searched by its last question); a follow-up that leans on the
-previous question ("and what if the rep is new?") is searched by its own words first, with the
-previous question as the topic (:meth:`retrieval.service.Retriever.search_follow_up`), leaving out
-the passages the previous reply used. Client ``system`` messages are passed to the generator as
+``MAX_QUERY_CHARS`` is searched by its last question); the user and assistant messages before it are
+the conversation it is asked in, so a follow-up ("and what if the rep is new?") is searched as the
+standalone question it stands for (:meth:`generation.service.PersonaService.find`), which the
+response names in ``searched_for``. Client ``system`` messages are passed to the generator as
 extra instructions: they never replace the persona or its grounding. A chat tool's housekeeping
 prompts (title, follow-up suggestions, tags) are answered by :mod:`server.housekeeping`.
 
@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
 from generation.sources import sources_block, with_sources
+from retrieval.conversation import NO_HISTORY, History, Message
 from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, InvalidQuery, PersonaError
-from retrieval.service import FollowUp
 from retrieval.types import Answer, AnswerEvent, Citation, PersonaInfo
 from server import housekeeping
 from server.routes import service_of
@@ -49,14 +49,11 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 OWNER = "persona-rag"
-FOLLOW_UP_MAX_WORDS = 12
 CHIP_CHARS = 30
 """Open WebUI shows a source name of more than 30 characters as its first 15, "...", its last 10."""
 OPEN_WEBUI_TOOLS = frozenset({"view_chat", "search_chats", "get_current_timestamp"})
 """Built-in tools Open WebUI (0.12, native function calling, its default) offers the model on every chat."""
 SOURCES_HEADER = "x-persona-sources"
-_CONNECTIVE = re.compile(r"^\W*(and|but|also|so|then|or|what about|how about|what if|same)\b", re.IGNORECASE)
-_REFERENCE = re.compile(r"\b(it|its|that|this|these|those|they|them|their|he|she|him|her|one)\b", re.IGNORECASE)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 CORRECTION = "\n\n---\nChecked against my sources, this is the answer I stand by:\n\n"
 
@@ -96,43 +93,23 @@ class ChatCompletionRequest(BaseModel):
 @dataclass(frozen=True)
 class Conversation:
     """What a chat asks: the question (the last user message, or its last question when it is long),
-    the previous question and reply when it is a follow-up, and the client's instructions."""
+    the user and assistant turns before it, and the client's instructions."""
 
     question: str
     instructions: str
-    previous: str = ""
-    reply: str = ""
-
-    def follow_up(self) -> FollowUp | None:
-        """How the service searches a follow-up; None for a question of its own."""
-        if not self.previous:
-            return None
-        reply = self.reply
-        return FollowUp(self.previous, lambda hit: housekeeping.used_in(hit, reply))
-
-
-def is_follow_up(text: str) -> bool:
-    """A message that leans on the previous question: opens with a connective ("and what if ..."),
-    or is short and refers back ("how do I fix that?")."""
-    if _CONNECTIVE.search(text):
-        return True
-    return len(text.split()) <= FOLLOW_UP_MAX_WORDS and bool(_REFERENCE.search(text))
+    history: History = NO_HISTORY
 
 
 def conversation(messages: Sequence[ChatMessage]) -> Conversation:
-    """The question to answer: the last user message (its last question when it is long), with
-    the previous question and the reply to it for a follow-up."""
+    """The question to answer (the last user message, its last question when it is long), with the user and
+    assistant messages before it as its history."""
     asked = [i for i, m in enumerate(messages) if m.role == "user" and m.text().strip()]
     if not asked:
         raise InvalidQuery("messages must contain a user message with text")
     question = housekeeping.chat_query(messages[asked[-1]].text())
     instructions = "\n".join(m.text().strip() for m in messages if m.role in ("system", "developer") and m.text())
-    if len(asked) < 2 or not is_follow_up(question):
-        return Conversation(question, instructions)
-    before, last = asked[-2], asked[-1]
-    replies = [m.text() for m in messages[before + 1:last] if m.role == "assistant"]
-    previous = housekeeping.chat_query(messages[before].text())
-    return Conversation(question, instructions, previous, replies[-1] if replies else "")
+    earlier = [Message(m.role, m.text()) for m in messages[:asked[-1]] if m.role in ("user", "assistant")]
+    return Conversation(question, instructions, History.of(earlier))
 
 
 def count_tokens(text: str) -> int:
@@ -210,7 +187,8 @@ def model_card(info: PersonaInfo) -> dict[str, Any]:
 def answer_fields(answer: Answer) -> dict[str, Any]:
     """Extension fields every response carries beside OpenAI's own."""
     return {"citations": [c.to_dict() for c in answer.citations], "grounded": answer.grounded,
-            "confidence": answer.confidence, "generator": answer.generator, "warnings": list(answer.warnings)}
+            "confidence": answer.confidence, "generator": answer.generator, "warnings": list(answer.warnings),
+            "searched_for": answer.searched_for or answer.question}
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -259,7 +237,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> dic
     chat = conversation(body.messages)
     generator = service.generator_name(body.generator or settings.chat_generator)
     if body.stream:
-        events = service.ask_events(chat.question, info.slug, body.k, generator, chat.instructions, chat.follow_up())
+        events = service.ask_events(chat.question, info.slug, body.k, generator, chat.instructions, chat.history)
         # The first event is awaited here, so a failure before any text is a plain HTTP error.
         first = await run_in_threadpool(next, events, None)
         events = itertools.chain([first] if first else [], events)
@@ -268,7 +246,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> dic
         return StreamingResponse(stream(events, chunks, prompt, with_list), media_type="text/event-stream",
                                  headers=STREAM_HEADERS)
     answer = await run_in_threadpool(service.ask, chat.question, info.slug, body.k, generator, chat.instructions,
-                                     chat.follow_up())
+                                     chat.history)
     content = with_sources(answer)
     return {**completion(completion_id, created, info.slug, content), "usage": usage(prompt, content),
             **answer_fields(answer)}

@@ -55,5 +55,6 @@ async def retrieve(body: RetrieveRequest, request: Request) -> dict:
 @router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, tags=["personas"])
 async def ask(body: AskRequest, request: Request) -> dict:
     """An answer in the persona's voice; every ``[n]`` marker resolves to one citation."""
-    answer = await run_in_threadpool(service_of(request).ask, body.question, body.persona, body.k, body.generator)
+    answer = await run_in_threadpool(service_of(request).ask, body.question, body.persona, body.k, body.generator,
+                                     "", body.conversation())
     return answer.to_dict()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from retrieval.conversation import MAX_MESSAGES, History, Message
 from retrieval.service import MAX_K, MAX_QUERY_CHARS
 from retrieval.text import VISIBLE
 
@@ -21,6 +22,9 @@ def _json_integer(value: object) -> object:
         raise PydanticCustomError("int_type", "Input should be a valid integer")
     return value
 
+
+MAX_MESSAGE_CHARS = 100_000
+"""Characters of one earlier message (an assistant reply with its sources is a few thousand)."""
 
 PassageCount = Annotated[int, Field(ge=1, le=MAX_K), BeforeValidator(_json_integer)]
 """``k``: how many passages, a JSON integer from 1 to ``MAX_K`` (the bounds inside, so ``PassageCount | None`` keeps
@@ -39,6 +43,16 @@ class RetrieveRequest(Strict):
     sections: list[Heading] | None = Field(None, max_length=50, description="Only search these sections (headings).")
 
 
+class HistoryMessage(Strict):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
+
+
+def conversation(messages: list[HistoryMessage] | None) -> History:
+    """The earlier turns of a request as the core's :class:`History`."""
+    return History.of(Message(m.role, m.content) for m in messages or ())
+
+
 class AskRequest(Strict):
     question: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NOT_BLANK)
     persona: str | None = Field(None, max_length=100)
@@ -46,6 +60,14 @@ class AskRequest(Strict):
     generator: str | None = Field(None, max_length=40,
                                   description="A generator's name (default: the first registered); unknown names "
                                   "are refused with the list of available ones.")
+    history: list[HistoryMessage] | None = Field(
+        None, max_length=MAX_MESSAGES,
+        description="The conversation before the question, oldest first: earlier user questions and the assistant's "
+                    "replies. A follow-up (\"how often?\") is then searched as the standalone question it stands "
+                    "for, named in the answer's searched_for.")
+
+    def conversation(self) -> History:
+        return conversation(self.history)
 
 
 class PersonaOut(BaseModel):
@@ -101,6 +123,8 @@ class AskResponse(BaseModel):
     generator: str
     warnings: list[str] = []
     nearest_sections: list[NearSection] = []
+    searched_for: str = Field(description="What retrieval searched: the question, or for a follow-up the standalone "
+                                          "query it stands for in the conversation.")
 
 
 class Health(BaseModel):

@@ -28,7 +28,8 @@ router = APIRouter()
 
 async def started_events(body: AskRequest, request: Request) -> Iterator[AnswerEvent]:
     """The answer's events, with the first one already produced (which raises any domain error)."""
-    events = service_of(request).ask_events(body.question, body.persona, body.k, body.generator)
+    events = service_of(request).ask_events(body.question, body.persona, body.k, body.generator, "",
+                                            body.conversation())
     first = await run_in_threadpool(next, events, None)
     return itertools.chain([first] if first is not None else [], events)
 

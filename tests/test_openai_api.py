@@ -24,7 +24,6 @@ from server.openai_api import (
     closing_text,
     conversation,
     count_tokens,
-    is_follow_up,
 )
 
 QUESTION = "How much pipeline do I need to hit my quota?"
@@ -200,25 +199,18 @@ def test_bad_requests_are_400_in_openai_shape(client: openai.OpenAI, base_url: s
 
 
 # -- pure parts -------------------------------------------------------------------------------
-def test_follow_up_detection() -> None:
-    assert is_follow_up("and what if the rep is new?")
-    assert is_follow_up("What about them?")
-    assert is_follow_up("How do I fix that?")
-    assert not is_follow_up("What is OTE?")
-    assert not is_follow_up("How should I set quotas for a territory with very uneven account potential across reps?")
-
-
-def test_conversation_folds_follow_ups_and_keeps_instructions() -> None:
+def test_conversation_keeps_every_earlier_turn_and_the_instructions() -> None:
     chat = conversation([ChatMessage(role="system", content="Answer briefly."),
                          ChatMessage(role="user", content="How do I coach a struggling rep?"),
                          ChatMessage(role="assistant", content="..."),
+                         ChatMessage(role="tool", content="a tool's output"),
                          ChatMessage(role="user", content=[{"type": "text", "text": "and what if they are new?"}])])
     assert chat.question == "and what if they are new?"
-    assert chat.previous == "How do I coach a struggling rep?" and chat.reply == "..."
-    assert chat.instructions == "Answer briefly." and chat.follow_up() is not None
-    fresh = conversation([ChatMessage(role="user", content="How do I coach?"),
-                          ChatMessage(role="user", content="What is OTE?")])
-    assert fresh.question == "What is OTE?" and fresh.follow_up() is None
+    assert [(m.role, m.text) for m in chat.history.messages] == [("user", "How do I coach a struggling rep?"),
+                                                                  ("assistant", "...")]
+    assert chat.instructions == "Answer briefly."
+    fresh = conversation([ChatMessage(role="user", content="What is OTE?")])
+    assert fresh.question == "What is OTE?" and not fresh.history
     long = conversation([ChatMessage(role="user", content="Some context here. " * 200 + "What is OTE?")])
     assert long.question == "What is OTE?"
     with pytest.raises(InvalidQuery):

@@ -50,7 +50,7 @@ class State:
     k: int
     sections: list[str] | None
     corpus: Corpus
-    vector: np.ndarray | None = None  # the query's embedding
+    vector: np.ndarray | None = None  # the query's embedding (a request may bring it)
     candidates: list[Match] = field(default_factory=list)  # nearest chunks, by cosine distance
     scored: list[Scored] = field(default_factory=list)  # candidates with a score, in any order
     hits: list[Hit] = field(default_factory=list)  # the answer: the best k, ranked

@@ -10,11 +10,13 @@ from retrieval.stages.base import State
 
 @dataclass(frozen=True)
 class EmbedQuery:
-    """``query`` -> ``vector``, outside the compute slot: concurrent queries batch in the embedder."""
+    """``query`` -> ``vector``, outside the compute slot: concurrent queries batch in the embedder. A vector the
+    request brings (a follow-up's searches are embedded together) is kept."""
 
     reads: ClassVar[tuple[str, ...]] = ("query", "corpus")
     writes: ClassVar[tuple[str, ...]] = ("vector",)
     compute: ClassVar[bool] = False
 
     def run(self, state: State) -> None:
-        state.vector = state.corpus.embedder.encode([state.query])[0]
+        if state.vector is None:
+            state.vector = state.corpus.embedder.encode([state.query])[0]
