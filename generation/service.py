@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
+from generation import condense
 from generation.base import Context, Generator, events
+from generation.condense import CONDENSE_FELL_BACK
 from generation.registry import generators as registered
 from retrieval.conversation import History
 from retrieval.embedder import Embedder
@@ -59,7 +61,7 @@ class PersonaService(Retriever):
         make = self.generators.resolve(generator)
         found = self.find(question, history, persona, k)
         answer = make.answer(self.context(found.info, question, found.hits, instructions, found.coverage))
-        return replace(answer, searched_for=found.searched_for)
+        return found.stamp(answer)
 
     def ask_events(self, question: str, persona: str | None = None, k: int | None = None,
                    generator: str | None = None, instructions: str = "",
@@ -72,12 +74,20 @@ class PersonaService(Retriever):
         context = self.context(found.info, question, found.hits, instructions, found.coverage)
         for event in events(make, context):
             if event.answer is not None:
-                event = AnswerEvent(event.type, event.text, replace(event.answer, searched_for=found.searched_for))
+                event = AnswerEvent(event.type, event.text, found.stamp(event.answer))
             yield event
 
     def find(self, question: str, history: History | None, persona: str | None = None,
              k: int | None = None) -> Retrieval:
-        """The passages a question is answered from: searched alone, or as a follow-up of ``history``."""
+        """The passages a question is answered from: searched alone, or as a follow-up of ``history`` (rewritten
+        by the LLM when one is configured, else offline; see :mod:`generation.condense`)."""
         if not history:
             return self.search(question, persona, k)
-        return self.search_conversation(question, history, persona, k)
+        if not condense.enabled(self.settings):
+            return self.search_conversation(question, history, persona, k)
+        self.persona(persona)  # an unknown persona is refused before the LLM is asked
+        condensed = condense.condense(self.settings, question, history)
+        found = self.search_conversation(question, history, persona, k, condensed.question)
+        if condensed.failure is None:
+            return found
+        return replace(found, warnings=[CONDENSE_FELL_BACK + condensed.failure])

@@ -93,6 +93,12 @@ _NEW_TOPIC = re.compile(
     r"|\b(?:switching|changing|change of) (?:topics?|gears|subjects?)\b|\bunrelated\b|\bby the way\b|\bbtw\b"
     r"|\boff[- ]topic\b|\bon another note\b", re.IGNORECASE)
 """How people announce a question of its own in a chat ("ok different question: ...", "unrelated, but ...")."""
+_REFERS_BACK = re.compile(
+    r"\b(?:it|its|that|this|these|those|they|them|their|he|she|him|her|his|one|ones|there|then|same|such|either|"
+    r"both|other|others)\b|^\W*(?:and|but|so|or|what about|how about|what if|even)\b", re.IGNORECASE)
+"""What makes a message lean on the one before: a pronoun or demonstrative, or a connective it opens with."""
+SELF_CONTAINED_WORDS = 3
+"""A message of this many words of its own that does not refer back is a question of its own for coverage."""
 
 
 def with_context(earlier: list[str], question: str, limit: int) -> str:
@@ -123,14 +129,18 @@ def own_weights(question: str) -> Weights:
     A follow-up that names little ("how often?", "and for new reps?") is searched mostly with the chat before it;
     one that names its topic ("ok different question: how do i set territories") mostly by itself. Coverage
     leans on the chat more than the ranking does: a follow-up that names nothing cannot leave the card on its
-    own, so it is covered when the chat's question is; one that names enough is judged as a question of its own
-    (so "any weekend trip ideas from chicago" is refused after any question). A question that announces a new
-    topic ("ok different question: ...", "unrelated, but ...") is searched on its own. Chosen on sales-manager-conv-dev
+    own, so it is covered when the chat's question is; one that names enough is judged as a question of its own,
+    and so is one of :data:`SELF_CONTAINED_WORDS` words or more that does not refer back (so "whats the best
+    pizza in chicago" is refused after any question). A question that announces a new topic ("ok different
+    question: ...", "unrelated, but ...") is searched on its own. Chosen on sales-manager-conv-dev
     (docs/experiments/conversation-levers.md).
     """
     if _NEW_TOPIC.search(question):
         return Weights(1.0, 1.0)
     n = own_words(question)
     base, step = RANK_WEIGHT
+    rank = min(1.0, base + step * n)
+    if n >= SELF_CONTAINED_WORDS and not _REFERS_BACK.search(question):
+        return Weights(rank, 1.0)
     low, high = COVERAGE_WORDS
-    return Weights(min(1.0, base + step * n), min(1.0, max(0.0, (n - low) / (high - low))))
+    return Weights(rank, min(1.0, max(0.0, (n - low) / (high - low))))

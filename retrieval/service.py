@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from retrieval.stages.base import Corpus, PersonaIndexes, State
 from retrieval.stages.coverage import judge
 from retrieval.store import Store
 from retrieval.text import is_blank, passage_sentences
-from retrieval.types import PASSAGE_KINDS, Coverage, Hit, PersonaInfo
+from retrieval.types import PASSAGE_KINDS, Answer, Coverage, Hit, PersonaInfo
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
@@ -43,6 +43,11 @@ class Retrieval:
     hits: list[Hit]
     coverage: Coverage
     searched_for: str = ""
+    warnings: list[str] = field(default_factory=list)  # what the search could not do as asked (an LLM's rewrite)
+
+    def stamp(self, answer: Answer) -> Answer:
+        """``answer`` with what this search searched for and its warnings."""
+        return replace(answer, searched_for=self.searched_for, warnings=[*self.warnings, *answer.warnings])
 
 
 class Retriever:

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(30.0, gt=0, le=600, description="Seconds the whole LLM answer may take.")
     llm_max_tokens: int = Field(512, ge=1, le=32768, description="Most tokens the LLM may generate per answer.")
     llm_temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature sent to the LLM.")
+    llm_condense: bool = Field(
+        True, description="With an LLM configured, rewrite a follow-up as a standalone question before searching "
+                          "(off: the offline rewrite, as without an LLM).")
+    llm_condense_timeout: float = Field(
+        10.0, gt=0, le=600, description="Seconds the LLM may take to rewrite a follow-up; past them the offline "
+                                        "rewrite is searched.")
     llm_extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra JSON fields sent with every LLM request (server-specific options)."
     )
