@@ -174,9 +174,11 @@ class Retriever:
         earlier = history.questions(MAX_QUERY_CHARS)
         if not earlier:
             return self.search(question, persona, k)
+        weights = own_weights(question)
+        if weights.rank >= 1.0 and weights.coverage >= 1.0:  # a question of its own
+            return self.search(question, persona, k)
         k = self.settings.default_k if k is None else k
         contextual = with_context(earlier, question, MAX_QUERY_CHARS)
-        weights = own_weights(question)
         own_vector, context_vector = self.embedder.encode([question, contextual])  # one batch
         alone = self.search(question, persona, max(k, FOLLOW_UP_POOL), vector=own_vector)
         both = self.search(contextual, persona, max(k, FOLLOW_UP_POOL), vector=context_vector)

@@ -55,6 +55,42 @@ def test_ask_text_prints_sources_and_retrieve_lists_hits(cli_index: Path) -> Non
     assert hits.returncode == 0 and "Vocabulary › PIP" in hits.stdout
 
 
+def test_ask_with_a_history_file_answers_the_follow_up(cli_index: Path, tmp_path: Path) -> None:
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"role": "user", "content": "how do i run a pipeline review"},
+                                {"role": "assistant", "content": "Focus on the stuck deals. [1]"}]))
+    result = persona("ask", "how often?", "--history", str(chat), "--json", data_dir=cli_index)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["grounded"] and body["searched_for"] == "how do i run a pipeline review how often?"
+    assert body["citations"][0]["id"] == "sales-manager/workflow/run-the-cadence"
+    request = tmp_path / "request.yaml"  # a saved chat request (YAML): its system message is not a turn
+    request.write_text("messages:\n- role: system\n  content: be brief\n- role: user\n  content: What is OTE?\n")
+    text = persona("ask", "and for new reps?", "--history", str(request), data_dir=cli_index)
+    assert text.returncode == 0 and "Sources" in text.stdout
+    assert "searched for: What is OTE? and for new reps?" in text.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"role": "robot", "content": "beep"}]))
+    for path, message in ((bad, "bad.json: history[0].role must be 'user' or 'assistant', got 'robot'"),
+                          (tmp_path / "missing.json", "cannot read the history file"),):
+        failed = persona("ask", "how often?", "--history", str(path), data_dir=cli_index)
+        assert failed.returncode == 2 and message in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_chat_keeps_the_conversation_until_new(cli_index: Path) -> None:
+    lines = ["how do i run a pipeline review", "how often?", "", "/new", "how often?", "/quit", "never asked"]
+    env = {**os.environ, "PERSONA_DATA_DIR": str(cli_index), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([*PERSONA, "chat"], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    replies = [line for line in done.stdout.split("you> ") if line.startswith("sales-manager> ")]
+    assert len(replies) == 3, done.stdout
+    assert "Workflow › Run the cadence" in replies[1]  # the follow-up, read after the first question
+    assert "(searched for: how do i run a pipeline review how often?)" in done.stderr
+    assert "(a new conversation)" in done.stderr
+    assert "Sources:" in replies[1] and "Sources:" not in replies[2]  # after /new, "how often?" alone is not covered
+
+
 def test_errors_are_one_line_without_traceback(cli_index: Path, tmp_path: Path) -> None:
     unknown = persona("ask", "hello", "--persona", "astronaut", data_dir=cli_index)
     assert unknown.returncode == 2

@@ -112,6 +112,19 @@ async def test_ask_is_grounded_and_cited(client: Client) -> None:
     assert all(f"[{c['n']}] " in text and c["id"] in text for c in body["citations"])
 
 
+async def test_ask_with_history_answers_the_follow_up_in_context(client: Client) -> None:
+    first = await client.call_tool("ask", {"question": "how do i run a pipeline review"})
+    history = [{"role": "user", "content": "how do i run a pipeline review"},
+               {"role": "assistant", "content": first.content[0].text}]
+    result = await client.call_tool("ask", {"question": "how often?", "history": history})
+    body = result.structured_content
+    assert not result.is_error and body["grounded"]
+    assert body["searched_for"] == "how do i run a pipeline review how often?"
+    assert body["citations"][0]["id"] == "sales-manager/workflow/run-the-cadence"
+    bad = await client.call_tool("ask", {"question": "how often?", "history": [{"role": "tool", "content": "x"}]})
+    assert bad.is_error and "history" in bad.content[0].text
+
+
 async def test_ask_off_topic_says_so(client: Client) -> None:
     result = await client.call_tool("ask", {"question": "How do I bake sourdough bread?"})
     body = result.structured_content

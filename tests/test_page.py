@@ -199,6 +199,26 @@ def test_history_shift_enter_and_start_over(page: Page, shot: Shot) -> None:
     shot("start-over")
 
 
+def test_follow_up_is_read_in_the_conversation(page: Page, shot: Shot) -> None:
+    """The page sends the conversation with each question; "how often?" is answered from the one before it."""
+    ask(page, "how do i run a pipeline review")
+    with page.expect_request("**/v1/ask/stream") as sent:
+        ask(page, "how often?")
+    body = json.loads(sent.value.post_data or "{}")
+    assert [m["role"] for m in body["history"]] == ["user", "assistant"]
+    assert body["history"][0]["content"] == "how do i run a pipeline review"
+    reply = page.locator(".msg-persona").last
+    expect(reply).not_to_have_class("msg msg-persona not-covered")
+    expect(reply.locator(".searched")).to_have_text("Read in context as: how do i run a pipeline review how often?")
+    expect(reply.locator(".source").first).to_contain_text("Workflow › Run the cadence")
+    shot("follow-up")
+    page.get_by_role("button", name="Start over").click()
+    with page.expect_request("**/v1/ask/stream") as sent:
+        ask(page, "how often?")
+    assert json.loads(sent.value.post_data or "{}")["history"] == []
+    expect(page.locator(".msg-persona").last).to_have_class("msg msg-persona not-covered")
+
+
 def test_suggestion_asks_it(page: Page) -> None:
     page.get_by_role("button", name="Should I coach this rep or manage them out?").click()
     reply = page.locator(".msg-persona").last

@@ -68,6 +68,18 @@ def test_ask_contract(client: TestClient) -> None:
         assert citation["id"].startswith("sales-manager/") and citation["text"] and citation["section"]
 
 
+def test_ask_with_history_answers_the_follow_up_in_context(client: TestClient) -> None:
+    first = client.post("/v1/ask", json={"question": "how do i run a pipeline review"}).json()
+    assert first["searched_for"] == "how do i run a pipeline review"
+    history = [{"role": "user", "content": "how do i run a pipeline review"},
+               {"role": "assistant", "content": first["answer"]}]
+    body = client.post("/v1/ask", json={"question": "how often?", "history": history}).json()
+    assert body["grounded"] and body["citations"][0]["id"] == "sales-manager/workflow/run-the-cadence"
+    assert body["searched_for"] == "how do i run a pipeline review how often?"
+    alone = client.post("/v1/ask", json={"question": "how often?", "history": []}).json()
+    assert not alone["grounded"] and alone["searched_for"] == "how often?"
+
+
 def test_ask_off_topic(client: TestClient) -> None:
     body = client.post("/v1/ask", json={"question": "How do I bake sourdough bread?"}).json()
     assert body["grounded"] is False and body["citations"] == [] and body["confidence"] == "none"
@@ -97,6 +109,10 @@ def test_unknown_persona_is_404_listing_slugs(client: TestClient) -> None:
         ("/v1/retrieve", {"query": "forecast", "sections": ["Cooking"]}, "section"),
         ("/v1/ask", {"question": "hi", "generator": "gpt-99"}, "generator"),
         ("/v1/ask", {"question": "hi", "colour": "red"}, "colour"),
+        ("/v1/ask", {"question": "hi", "history": [{"role": "system", "content": "be brief"}]}, "history"),
+        ("/v1/ask", {"question": "hi", "history": [{"role": "user"}]}, "history"),
+        ("/v1/ask", {"question": "hi", "history": "what is OTE?"}, "history"),
+        ("/v1/ask", {"question": "hi", "history": [{"role": "user", "content": "x"}] * 201}, "history"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(client: TestClient, path: str, body: dict, field: str) -> None:

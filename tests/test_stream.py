@@ -53,6 +53,14 @@ def test_stream_is_deltas_then_the_ask_answer_then_done(client: TestClient) -> N
     assert answer["grounded"] is True and answer["citations"] and answer["confidence"] in ("high", "low")
 
 
+def test_stream_of_a_follow_up_is_the_ask_answer_with_its_history(client: TestClient) -> None:
+    body = {"question": "and for new reps?", "history": [{"role": "user", "content": "What is OTE?"},
+                                                          {"role": "assistant", "content": "OTE is ... [1]"}]}
+    answer = dict(stream(client, body))["answer"]
+    assert answer == client.post("/v1/ask", json=body).json()
+    assert answer["searched_for"] == "What is OTE? and for new reps?" and answer["grounded"]
+
+
 def test_stream_off_topic_is_not_covered(client: TestClient) -> None:
     events = stream(client, {"question": "How do I bake sourdough bread?", "persona": "sales-manager"})
     answer = dict(events)["answer"]

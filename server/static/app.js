@@ -40,7 +40,9 @@ const state = {
   controller: null,
   retry: null,
   turns: 0,
+  history: [], // this conversation's earlier turns, sent with each question: follow-ups are read in context
 };
+const HISTORY_MESSAGES = 20; // the most recent turns sent (the server reads the last questions of them)
 
 // ---------------------------------------------------------------- text to safe HTML
 
@@ -241,6 +243,7 @@ function choosePersona(slug, announceChange = true) {
     const note = element("p", "divider", `You are now talking to the ${persona.title}.`);
     els.log.append(note);
   }
+  state.history = [];
 }
 
 function showSuggestions(questions) {
@@ -292,6 +295,9 @@ class Turn {
     this.answer = answer;
     this.reply.setAttribute("aria-busy", "false");
     this.text.innerHTML = answerHtml(answer.answer, answer.citations);
+    if (answer.searched_for && answer.searched_for !== answer.question) {
+      this.bubble.prepend(element("p", "searched", `Read in context as: ${answer.searched_for}`));
+    }
     this.passage = element("div", "passage");
     this.passage.hidden = true;
     this.passage.tabIndex = -1;
@@ -474,7 +480,9 @@ async function ask(question) {
     const response = await fetch("/v1/ask/stream", {
       method: "POST",
       headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-      body: JSON.stringify({ question, persona: state.persona ? state.persona.slug : null }),
+      body: JSON.stringify({
+        question, persona: state.persona ? state.persona.slug : null, history: state.history.slice(-HISTORY_MESSAGES),
+      }),
       signal: controller.signal,
     });
     if (response.status === 401) {
@@ -507,6 +515,7 @@ async function readAnswer(response, turn) {
       turn.stream(text);
     } else if (event === "answer") {
       turn.finish(data);
+      state.history.push({ role: "user", content: turn.question }, { role: "assistant", content: data.answer });
       finished = true;
     } else if (event === "error") {
       throw new ApiError(data.detail || "The answer failed.", 500);
@@ -545,6 +554,7 @@ function startOver() {
   setBusy(false);
   els.log.innerHTML = "";
   state.turns = 0;
+  state.history = [];
   els.intro.hidden = false;
   els.question.value = "";
   resize();
