@@ -63,6 +63,64 @@ def test_gate_passes_then_fails_when_a_threshold_is_raised(tmp_path: Path) -> No
     assert "Failed" in (out / "report.md").read_text()
 
 
+def gold(section: str, item: str) -> dict:
+    return {"sections": [section], "items": {f"sales-manager/{item}": 2}}
+
+
+SMALL_CONVERSATIONS = {
+    "name": "small-conv",
+    "description": "two conversations for the follow-up metrics",
+    "conversations": [
+        {"id": "c1", "persona": "sales-manager", "turns": [
+            {"question": "how do i run a pipeline review", "kind": "in_scope",
+             "gold": gold("Decision Frameworks", "decision-frameworks/pipeline-triage")},
+            {"question": "how often?", "kind": "in_scope", "follow_up": "ellipsis",
+             "gold": gold("Workflow", "workflow/run-the-cadence")},
+            {"question": "whats the best pizza in chicago", "kind": "out_of_scope", "follow_up": "off_topic"}]},
+        {"id": "c2", "persona": "sales-manager", "turns": [
+            {"question": "What does OTE mean?", "kind": "in_scope", "gold": gold("Vocabulary", "vocabulary/ote")},
+            {"question": "ok different question: how do i split territories fairly", "kind": "in_scope",
+             "follow_up": "shift",
+             "gold": gold("Decision Frameworks", "decision-frameworks/territory-and-quota-design")}]},
+    ],
+}
+
+
+def test_conversation_set_scores_follow_ups_in_their_chat(tmp_path: Path) -> None:
+    set_file = tmp_path / "conv.yaml"
+    set_file.write_text(yaml.safe_dump(SMALL_CONVERSATIONS))
+    limits = tmp_path / "limits.yaml"
+    limits.write_text(yaml.safe_dump({"small-conv": {"abstention.recall": 1.0, "answer.first_on_point": 1.0}}))
+    out = tmp_path / "out"
+    done = persona_eval("--set", str(set_file), "--out", str(out), "--thresholds", str(limits), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    qset = report["sets"][0]
+    assert qset["conversational"] and list(qset["configs"]) == ["pipeline", "alone", "dense"]
+    pipeline, alone = qset["configs"]["pipeline"], qset["configs"]["alone"]
+    records = {r["id"]: r for r in pipeline["records"]}
+    assert list(records) == ["c1/1", "c1/2", "c1/3", "c2/1", "c2/2"]
+    assert records["c1/2"]["searched_for"] == "how do i run a pipeline review how often?"
+    assert records["c1/2"]["turn"] == 2 and records["c1/2"]["follow_up"] == "ellipsis"
+    assert records["c2/2"]["searched_for"] == "ok different question: how do i split territories fairly"
+    metrics = pipeline["metrics"]  # over the three follow-ups
+    assert metrics["abstention.recall"] == 1.0 and metrics["abstention.in_scope_refused"] == 0.0
+    assert metrics["ellipsis.first_on_point"] == 1.0 and metrics["first_turn.section.hit@1"] is not None
+    assert metrics["latency.follow_up_added_ms"] is not None
+    assert alone["metrics"]["ellipsis.refused"] == 1.0, "without the chat, 'how often?' is not covered"
+    assert report["calibration"] is None, "coverage thresholds are derived on single questions only"
+    assert "ellipsis follow-ups: first citation on point" in (out / "report.md").read_text()
+
+
+def test_a_conversation_without_follow_up_types_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "bad", "conversations": [{"id": "c", "persona": "sales-manager", "turns": [
+        {"question": "what is ote", "kind": "in_scope", "gold": {"sections": ["Vocabulary"]}},
+        {"question": "and for new reps?", "kind": "in_scope", "gold": {"sections": ["Vocabulary"]}}]}]}))
+    with pytest.raises(InvalidEvalFile, match=r"conversations\.0.*turn 2.*follow_up"):
+        load_set(bad)
+
+
 def test_bad_question_set_is_one_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"name": "bad", "questions": [{"id": "q", "question": "hi",
@@ -74,8 +132,11 @@ def test_bad_question_set_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_shipped_sets_load_and_cover_every_section() -> None:
     sets = [load_set(p) for p in default_sets()]
-    assert [s.name for s in sets] == ["sales-manager-chat-dev", "sales-manager-dev", "sales-manager-chat-test",
-                                      "sales-manager-test"]
+    assert [s.name for s in sets] == ["sales-manager-chat-dev", "sales-manager-conv-dev", "sales-manager-dev",
+                                      "sales-manager-chat-test", "sales-manager-conv-test", "sales-manager-test"]
+    for conversations in (sets[1], sets[4]):
+        assert conversations.conversational and len({q.conversation for q in conversations.questions}) >= 60
+        assert all(q.follow_up for q in conversations.questions if q.turn > 1)
     card = load_card(SEED)
     questions = [q for s in sets for q in s.questions]
     for section in card.sections:
