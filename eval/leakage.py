@@ -55,3 +55,15 @@ def _alike(a: str, b: str) -> bool:
     matcher = difflib.SequenceMatcher(None, a, b)
     return matcher.real_quick_ratio() >= MAX_RATIO and matcher.quick_ratio() >= MAX_RATIO \
         and matcher.ratio() >= MAX_RATIO
+
+
+def leaking(candidates: Sequence[str], questions: Sequence[str], candidate_vectors: np.ndarray,
+            question_vectors: np.ndarray) -> set[str]:
+    """The candidates (sidecar questions about to be written) that are near-duplicates of any of ``questions``
+    (eval questions): cosine at least :data:`MAX_COSINE`, or text at least :data:`MAX_RATIO` alike."""
+    if not len(candidates) or not len(questions):
+        return set()
+    closest = (candidate_vectors @ question_vectors.T).max(axis=1)
+    plain = [normalise(q) for q in questions]
+    return {c for c, cosine in zip(candidates, closest, strict=True)
+            if cosine >= MAX_COSINE or any(_alike(normalise(c), other) for other in plain)}

@@ -16,12 +16,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ingest.enrich import DEFAULT_PER_PASSAGE
+from ingest.enrich import DEFAULT_BOUNDARY, DEFAULT_PER_PASSAGE
 from retrieval.errors import PersonaError
 from retrieval.settings import Settings
 
 if TYPE_CHECKING:
     from generation.service import PersonaService
+    from ingest.enrich import Generated
     from retrieval.conversation import History
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -106,62 +107,144 @@ def ingest_command(
 @app.command("enrich")
 def enrich_command(
     card: Annotated[Path, typer.Argument(help="The card file; its sidecar <slug>.examples.yaml is written beside it.")],
-    per_passage: Annotated[int, typer.Option("--per-passage", "-n", min=1, max=50,
+    per_passage: Annotated[int, typer.Option("--per-passage", "-n", min=0, max=50,
                                              help="Example questions each passage should have.")] = DEFAULT_PER_PASSAGE,
+    boundary: Annotated[int, typer.Option("--boundary", min=0, max=2000,
+                                          help="Questions the card does not cover (not_covered) it should have.")]
+    = DEFAULT_BOUNDARY,
     overwrite: Annotated[bool, typer.Option("--overwrite",
                                             help="Replace the examples already there (default: keep them).")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be added; write nothing.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1,
                                               help="Ask about at most this many passages (card order).")] = None,
+    requests_file: Annotated[Path | None, typer.Option(
+        "--batch-requests", help="Write the requests as an OpenAI Batch input file (JSONL) and stop.")] = None,
+    results_file: Annotated[Path | None, typer.Option(
+        "--batch-results", help="Read the replies from an OpenAI Batch output file instead of asking the LLM.")]
+    = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Model named in the batch requests (default $PERSONA_LLM_MODEL).")] = None,
+    eval_sets: Annotated[list[Path] | None, typer.Option(
+        "--eval-set", help="Question sets the sidecar must not leak into (repeatable; default: the shipped "
+                           "eval sets). Questions of this card that come near one are dropped.")] = None,
 ) -> None:
-    """Write example questions per passage into the card's sidecar through an OpenAI-compatible LLM
-    (PERSONA_LLM_*); hand-written ones are kept, the boundary (not_covered) is never touched."""
+    """Write the card's sidecar through an OpenAI-compatible LLM (PERSONA_LLM_*) or the OpenAI Batch format:
+    example questions per passage, from several angles, and the questions the card does not cover. What is
+    there is kept and topped up; questions near an eval question are dropped."""
     from ingest.cards import load_card
     from ingest.chunking import chunk_card
-    from ingest.enrich import generate, header_of, llm_ask, merge, seen_keys, wanted, write_atomically
+    from ingest.enrich import (
+        answer_live,
+        batch_requests,
+        collect,
+        header_of,
+        llm_ask,
+        merge,
+        merge_boundary,
+        plan,
+        read_batch_results,
+        seen_keys,
+        write_atomically,
+    )
     from ingest.examples import Sidecar, load_sidecar, sidecar_path
-    from retrieval.errors import LLMUnavailable
+    from retrieval.errors import InvalidQuery, LLMUnavailable
 
+    if requests_file and results_file:
+        raise InvalidQuery("--batch-requests writes the requests, --batch-results reads the replies: one at a time")
     settings = settings_for()
     parsed = load_card(card)
     passages = chunk_card(parsed)
     path = sidecar_path(card)
     sidecar = load_sidecar(card, parsed.slug) or Sidecar(card=parsed.slug)
-    requests = wanted(sidecar, passages, per_passage, overwrite)[:limit]
+    requests = plan(parsed.title, parsed.slug, passages, sidecar, per_passage, boundary, overwrite, limit)
     if not requests:
-        err.print(f"every passage already has {per_passage} example questions in {path}; nothing to do",
+        err.print(f"every passage already has {per_passage} example questions and the boundary {boundary} in "
+                  f"{path}; nothing to do", highlight=False, markup=False, soft_wrap=True)
+        return
+    if requests_file is not None:
+        named = model or settings.llm_model
+        if not named:
+            raise InvalidQuery("name the model the batch requests are for: --model NAME (or PERSONA_LLM_MODEL)")
+        write_text_atomically(requests_file, batch_requests(requests, named, settings.llm_temperature))
+        err.print(f"wrote {len(requests)} requests ({sum(r.wants for r in requests)} questions) to {requests_file}: "
+                  f"run them as an OpenAI batch, then: persona enrich {card} --batch-results RESULTS.jsonl",
                   highlight=False, markup=False, soft_wrap=True)
         return
-    ask = llm_ask(settings)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task("asking the LLM", total=len(requests))
+    if results_file is not None:
         try:
-            generated = generate(parsed.title, requests, ask,
-                                 seen=seen_keys(sidecar, [p.id for p, _ in requests] if overwrite else ()),
-                                 progress=lambda _description, done, _total: bar.update(task, completed=done))
-        except LLMUnavailable as exc:
-            raise LLMUnavailable(f"{exc.message}; {path} left unchanged") from None
+            text = results_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidQuery(f"cannot read the batch results {results_file}: {exc.strerror or exc}") from None
+        replies, failures = read_batch_results(text, str(results_file))
+    else:
+        ask = llm_ask(settings)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as bar:
+            task = bar.add_task("asking the LLM", total=len(requests))
+            try:
+                replies = answer_live(requests, ask, lambda _d, done, _t: bar.update(task, completed=done))
+            except LLMUnavailable as exc:
+                raise LLMUnavailable(f"{exc.message}; {path} left unchanged") from None
+        failures = {}
+    replaced = [r.passage.id for r in requests if r.passage is not None] if overwrite else ()
+    generated = collect(requests, replies, seen_keys(sidecar, replaced), failures)
+    dropped = drop_leaks(generated, parsed.slug, eval_sets, settings)
     for warning in generated.warnings:
         err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+    if dropped:
+        err.print(f"dropped {dropped} questions that came near an eval question of {parsed.slug}",
+                  highlight=False, markup=False, soft_wrap=True)
     merged, added = merge(sidecar, generated.questions, per_passage, overwrite, order=[p.id for p in passages])
+    merged, bounds = merge_boundary(merged, generated.boundary, boundary)
     total = sum(len(q) for q in added.values())
+    asked = sum(r.passage is not None for r in requests)
+    summary = (f"{total} example questions to {len(added)} of {asked} passages asked about and {len(bounds)} "
+               f"questions it does not cover")
     if dry_run:
-        for pid, questions in added.items():
+        for pid, questions in [*added.items(), *([("not_covered", bounds)] if bounds else [])]:
             out.print(pid, highlight=False, markup=False)
             for question in questions:
                 out.print(f"  + {question}", highlight=False, markup=False, soft_wrap=True)
-        err.print(f"would add {total} questions to {len(added)} of {len(requests)} passages asked about "
-                  f"in {path} (dry run: nothing written)", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"would add {summary} in {path} (dry run: nothing written)", highlight=False, markup=False,
+                  soft_wrap=True)
         return
-    if added:
+    if added or bounds:
+        writer = f"written by {settings.llm_model}" if results_file is None else f"from {results_file.name}"
         header = header_of(path) or (f"Example questions per passage of {card.name} (persona enrich {parsed.slug}, "
-                                     f"written by {settings.llm_model}, and by hand).\nEach is indexed as an extra "
-                                     "search vector pointing at its passage; not_covered lists what the card "
-                                     "does not answer.")
+                                     f"{writer}, and by hand).\nEach is indexed as an extra search vector pointing "
+                                     "at its passage; not_covered lists what the card does not answer.")
         write_atomically(path, merged, header)
-    err.print(f"added {total} questions to {len(added)} of {len(requests)} passages asked about: {path}"
-              + ("" if added else " (unchanged)"), highlight=False, markup=False, soft_wrap=True)
+    err.print(f"added {summary}: {path}" + ("" if added or bounds else " (unchanged)"), highlight=False,
+              markup=False, soft_wrap=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """``text`` written to a temporary file beside ``path``, then renamed over it."""
+    import os
+    import tempfile
+
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(name, path)
+
+
+def drop_leaks(generated: Generated, slug: str, sets: list[Path] | None, settings: Settings) -> int:
+    """Drop from ``generated`` the questions near an eval question of ``slug`` (eval/leakage.py); how many."""
+    from eval.leakage import leaking
+    from eval.sets import default_sets, load_set
+    from retrieval.settings import DEFAULT_MODEL
+    from retrieval.vector_cache import ingest_embedder
+
+    questions = [q.question for path in (sets or default_sets()) for q in load_set(path).questions if q.persona == slug]
+    candidates = [q for qs in generated.questions.values() for q in qs] + generated.boundary
+    if not questions or not candidates:
+        return 0
+    embedder = ingest_embedder(settings.model_copy(update={"model": DEFAULT_MODEL}))  # the model its limits are for
+    leaks = leaking(candidates, questions, embedder.encode(candidates), embedder.encode(questions))
+    generated.questions = {pid: [q for q in qs if q not in leaks] for pid, qs in generated.questions.items()}
+    generated.boundary = [q for q in generated.boundary if q not in leaks]
+    return len(leaks)
 
 
 @app.command("personas")
