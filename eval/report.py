@@ -65,6 +65,31 @@ def set_table(data: dict[str, Any], name: str) -> tuple[list[str], list[list[str
     return list(configs), rows
 
 
+CARD_COLUMNS: list[tuple[str, str]] = [
+    ("section.hit@1", "hit@1"), ("section.hit@3", "hit@3"), ("section.mrr", "MRR"),
+    ("answer.first_on_point", "first on point"), ("abstention.in_scope_refused", "in-scope refused"),
+    ("abstention.recall", "off-topic refused"),
+]
+"""The columns of the per-card table, for the pipeline with the card's sidecar and without it."""
+
+
+def cards_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per set of single questions: its card, then :data:`CARD_COLUMNS` with the card's sidecar
+    (``pipeline``) and without it (``no-sidecar``)."""
+    headers = ["set", "card", *(label for _, label in CARD_COLUMNS),
+               *(f"{label} (no sidecar)" for _, label in CARD_COLUMNS)]
+    rows = []
+    for qset in data["sets"]:
+        configs = qset["configs"]
+        if qset.get("conversational") or "no-sidecar" not in configs:
+            continue
+        card = qset.get("persona", "")
+        rows.append([qset["name"], card,
+                     *(cell(configs["pipeline"]["metrics"].get(m), m) for m, _ in CARD_COLUMNS),
+                     *(cell(configs["no-sidecar"]["metrics"].get(m), m) for m, _ in CARD_COLUMNS)])
+    return headers, rows
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The report as Markdown: settings, the metrics table, thresholds and the gate's verdict."""
     settings = data["settings"]
@@ -81,6 +106,11 @@ def markdown(data: dict[str, Any]) -> str:
                  if qset.get("conversational") else [])
         lines += [f"## {qset['name']}", "", qset.get("description", ""), "", *scope,
                   "| metric | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    headers, rows = cards_table(data)
+    if rows:
+        lines += ["## Every card, with its sidecar and without", "",
+                  "| " + " | ".join(headers) + " |", "|---|---|" + "---:|" * (len(headers) - 2)]
         lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
     lines += ["", "Configurations:", ""]
     described = {c: cfg["description"] for s in data["sets"] for c, cfg in s["configs"].items()}

@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -50,6 +50,7 @@ TIMING_RUNS = 2  # retrieval is timed this often per question and the fastest ru
 RANK_DEPTH = 50  # hits fetched for ranking metrics: enough for ten distinct sections
 PIPELINE = "pipeline"
 ALONE = "alone"
+NO_SIDECAR = "no-sidecar"
 DENSE = "dense"
 FIRST_TURN_METRICS = ("section.hit@1", "section.hit@3", "answer.first_on_point", "answer.cited_relevance",
                       "abstention.in_scope_refused")
@@ -72,6 +73,7 @@ class Configuration:
     searched_for: Callable[[Question], str] | None = None  # what the last retrieval searched (pipeline only)
     conversations: bool = True  # run on conversation sets (each turn with the chat before it)
     questions: bool = True  # run on sets of single questions
+    personas: frozenset[str] | None = None  # the personas it can answer (None: all)
 
 
 @dataclass
@@ -118,6 +120,7 @@ class SetResult:
     description: str
     configs: dict[str, ConfigResult]
     conversational: bool = False  # a conversation set: its metrics are over the follow-ups
+    persona: str = ""  # the card its questions ask about (the first one's, when several)
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,11 @@ def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration],
     """Every question of every set through every configuration (questions outer, so load noise
     falls on all configurations alike). In a conversation set each turn is asked with the chat before it:
     the earlier questions and the configuration's own replies to them, as a chat client would send them."""
-    plan = [(qset, [c for c in configs if (c.conversations if qset.conversational else c.questions)]) for qset in sets]
+    def runs(config: Configuration, qset: QuestionSet) -> bool:
+        return (config.conversations if qset.conversational else config.questions) and (
+            config.personas is None or {q.persona for q in qset.questions} <= config.personas)
+
+    plan = [(qset, [c for c in configs if runs(c, qset)]) for qset in sets]
     total = sum(len(s.questions) * len(chosen) for s, chosen in plan)
     done = 0
     results = []
@@ -267,7 +274,7 @@ def run(sets: Sequence[QuestionSet], configs: Sequence[Configuration],
         summary = summarise_conversations if qset.conversational else summarise
         result = SetResult(qset.name, qset.description, {
             c.name: ConfigResult(c.name, c.description, summary(records[c.name]), records[c.name]) for c in chosen
-        }, qset.conversational)
+        }, qset.conversational, qset.questions[0].persona)
         add_latency_ratio(result)
         if qset.conversational:
             add_follow_up_cost(result)
@@ -377,18 +384,28 @@ def _known_ids(store: Store) -> Callable[[str], set[str]]:
 
 @contextlib.contextmanager
 def configurations(settings: Settings, personas: Sequence[str], generator: str, use_index: bool,
-                   embedder: Embedder | None = None,
-                   progress: Progress | None = None) -> Iterator[list[Configuration]]:
+                   embedder: Embedder | None = None, progress: Progress | None = None,
+                   cards: Sequence[Path] = ()) -> Iterator[list[Configuration]]:
     """The pipeline and the baselines, on temporary indexes that are removed afterwards.
 
-    With ``use_index`` the pipeline reads the index of ``settings`` as it is; otherwise the seed
-    cards (:func:`ingest.cards.default_cards`: ``settings.seeds_dir``, ``./seeds`` or the built-in card) are
-    ingested into a temporary one. Baselines are always built from the seed cards into a temporary index.
+    The cards of ``personas`` are found among the seed cards (:func:`ingest.cards.default_cards`:
+    ``settings.seeds_dir``, ``./seeds`` or the built-in card) and ``cards`` (files or folders: the eval cards).
+    With ``use_index`` the pipeline reads the index of ``settings`` as it is; otherwise those cards, with their
+    sidecars, are ingested into a temporary one. ``no-sidecar`` is the same pipeline over the cards ingested
+    without their sidecars (what a card nobody enriched gets). The chunking baselines are built for the seed
+    cards' personas.
     """
     from ingest.cards import default_cards, find_cards, load_card
     from ingest.indexer import ingest
 
     seeds = default_cards(settings.seeds_dir)
+    found = {card.slug: (path, card) for path in find_cards([seeds, *cards]) for card in [load_card(path)]}
+    missing = [slug for slug in personas if slug not in found]
+    if missing:
+        raise PersonaError(f"no card for persona {', '.join(map(repr, missing))} in {seeds}"
+                           + "".join(f", {c}" for c in cards) + ": name it with --card")
+    mine = [found[slug][0] for slug in personas]
+    seeded = {card.slug for path in find_cards([seeds]) for card in [load_card(path)]}
     embedder = embedder or create_embedder(settings.model)
     with tempfile.TemporaryDirectory(prefix="persona-eval-", ignore_cleanup_errors=True) as tmp:
         # Indexing goes through the model's vector cache (texts embedded by an earlier run are not embedded
@@ -396,28 +413,34 @@ def configurations(settings: Settings, personas: Sequence[str], generator: str, 
         indexing = DiskCachedEmbedder(embedder, cache_path(settings.models_dir, settings.model))
         if not use_index:
             settings = settings.model_copy(update={"data_dir": Path(tmp) / "pipeline", "chroma_url": None})
-            ingest([seeds], Store(settings), indexing, settings.model, settings.embed_batch_size, progress)
+            ingest(mine, Store(settings), indexing, settings.model, settings.embed_batch_size, progress)
+        bare = settings.model_copy(update={"data_dir": Path(tmp) / "no-sidecar", "chroma_url": None})
+        ingest(mine, Store(bare), indexing, settings.model, settings.embed_batch_size, progress, sidecars=False)
         registry = generators(settings)
         service = PersonaService(settings, embedder=embedder, generators=registry)
         answering = PersonaService(settings, embedder=CachedEmbedder(embedder), store=service.store,
                                    generators=registry)
         answering.generator_name(generator)  # raises for an unknown generator, listing the available ones
-        cards = {card.slug: card for card in map(load_card, find_cards([seeds]))}
+        plain = PersonaService(bare, embedder=embedder, generators=registry)
+        plain_answering = PersonaService(bare, embedder=answering.embedder, store=plain.store, generators=registry)
         for slug in personas:
             service.persona(slug)  # raises UnknownPersona when the index lacks it
-            if slug not in cards:
-                raise PersonaError(f"no card for persona {slug!r} in {seeds}: the baselines need it")
         base_store = Store(settings.model_copy(update={"data_dir": Path(tmp) / "baselines", "chroma_url": None}))
         own = {slug: service.persona(slug) for slug in personas}
         configs = [pipeline_config(service, answering, generator),
                    pipeline_config(service, answering, generator, ALONE, with_history=False),
+                   replace(pipeline_config(plain, plain_answering, generator, NO_SIDECAR),
+                           description="the same pipeline over the cards ingested without their sidecars (no "
+                                       "example or boundary questions: a card nobody enriched)", conversations=False),
                    dense_config(DENSE, "plain dense search over the pipeline's chunks (the latency reference)",
                                 service, answering, service.store, own, generator, item_ids=True)]
+        baselined = [slug for slug in personas if slug in seeded]
         for n, baseline in enumerate(BASELINES, start=1):
-            infos = {slug: publish_baseline(baseline, cards[slug], own[slug], base_store, indexing, settings.model)
-                     for slug in personas}
-            configs.append(dense_config(baseline.name, baseline.description, service, answering, base_store, infos,
-                                        generator, item_ids=baseline.item_ids))
+            infos = {slug: publish_baseline(baseline, found[slug][1], own[slug], base_store, indexing, settings.model)
+                     for slug in baselined}
+            configs.append(replace(dense_config(baseline.name, baseline.description, service, answering, base_store,
+                                                infos, generator, item_ids=baseline.item_ids),
+                                   personas=frozenset(baselined)))
             if progress:
                 progress("building baselines", n, len(BASELINES))
         threads = _one_thread()  # indexing above used every core; the questions are timed on one
@@ -450,7 +473,8 @@ def report_data(results: Sequence[SetResult], settings: Settings, generator: str
     return {
         "settings": {"model": settings.model, "min_score": settings.min_score, "default_k": settings.default_k,
                      "generator": generator, "support_threshold": SUPPORT_THRESHOLD, "rank_depth": RANK_DEPTH},
-        "sets": [{"name": r.name, "description": r.description, "conversational": r.conversational, "configs": {
+        "sets": [{"name": r.name, "description": r.description, "conversational": r.conversational,
+                  "persona": r.persona, "configs": {
             name: {"description": c.description, "metrics": c.metrics, "records": [asdict(x) for x in c.records]}
             for name, c in r.configs.items()}} for r in results],
         "calibration": calibrate(results),

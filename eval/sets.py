@@ -28,6 +28,8 @@ FollowUpType = Literal["ellipsis", "deeper", "neighbour", "shift", "off_topic"]
 the same passage (``deeper``), to a neighbouring one (``neighbour``), a new topic of its own (``shift``), or
 off the card (``off_topic``, which must be refused)."""
 SETS_DIR = Path(__file__).resolve().parent / "sets"
+CARDS_DIR = Path(__file__).resolve().parent / "cards"
+"""Cards of other occupations that the eval sets ask about (not shipped as personas: they test the machinery)."""
 THRESHOLDS_FILE = Path(__file__).resolve().parent / "thresholds.yaml"
 
 

@@ -121,15 +121,17 @@ def load_cards(paths: Sequence[Path]) -> list[tuple[Path, Card]]:
 
 
 def ingest(paths: Sequence[Path], store: Store, embedder: Embedder, model: str,
-           batch_size: int = 64, progress: Progress | None = None) -> IngestReport:
-    """Validate all cards (and their sidecars), then publish each persona whose content changed."""
+           batch_size: int = 64, progress: Progress | None = None, sidecars: bool = True) -> IngestReport:
+    """Validate all cards (and their sidecars), then publish each persona whose content changed (``sidecars``
+    false: the cards alone, as if they had no sidecar; ``persona eval`` measures cards so)."""
     cards = load_cards(paths)
-    sidecars = {card.slug: load_sidecar(path, card.slug) for path, card in cards}
+    found = {card.slug: load_sidecar(path, card.slug) if sidecars else None for path, card in cards}
     warnings = [warning for path, card in cards for warning in lint_card(card, str(path))]
     report = IngestReport(changes=[], swept=store.sweep(), warnings=warnings)
     for path, card in cards:
         passages = chunk_card(card)
-        extra, unknown = sidecar_chunks(sidecars[card.slug], passages) if sidecars[card.slug] else ([], [])
+        sidecar = found[card.slug]
+        extra, unknown = sidecar_chunks(sidecar, passages) if sidecar else ([], [])
         report.warnings += [LintWarning(str(sidecar_path(path)), "examples", message) for message in unknown]
         report.changes.append(_ingest_card(path, card, passages, extra, store, embedder, model, batch_size, progress))
     return report

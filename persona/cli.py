@@ -443,13 +443,17 @@ def eval_command(
         "--thresholds", help="Minimum metrics per set (default: eval/thresholds.yaml).")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         "--data-dir", help="Evaluate this index (default: a temporary index of seeds/).")] = None,
+    cards: Annotated[list[Path] | None, typer.Option(
+        "--card", help="Card files or folders the sets' personas are found in, beside the seeds (repeatable; "
+                       "default: eval/cards).")] = None,
 ) -> None:
-    """Measure retrieval, citations and abstention against the baselines; fail below the thresholds."""
+    """Measure retrieval, citations and abstention against the baselines; fail below the thresholds. Any card can
+    be scored: persona eval --card CARD.yaml --set ITS-QUESTIONS.yaml."""
     from rich.table import Table
 
     from eval import report
     from eval.runner import configurations, failures, report_data, run
-    from eval.sets import THRESHOLDS_FILE, default_sets, load_set, load_thresholds
+    from eval.sets import CARDS_DIR, THRESHOLDS_FILE, default_sets, load_set, load_thresholds
     from generation.registry import generators
 
     if not report.can_plot():
@@ -469,7 +473,9 @@ def eval_command(
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
 
-        with configurations(settings, personas, generator, data_dir is not None, progress=progress) as configs:
+        sources = cards if cards is not None else [CARDS_DIR] if CARDS_DIR.is_dir() else []
+        with configurations(settings, personas, generator, data_dir is not None, progress=progress,
+                            cards=sources) as configs:
             results = run(question_sets, configs, progress)
     failed = failures(results, limits)
     data = report_data(results, settings, generator, limits, failed)
@@ -481,6 +487,14 @@ def eval_command(
         table.add_column("metric")
         for name in headers:
             table.add_column(name, justify="right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    headers, rows = report.cards_table(data)
+    if rows:
+        table = Table(title="persona eval: every card, with its sidecar and without")
+        for name in headers:
+            table.add_column(name, justify="left" if name in ("set", "card") else "right")
         for row in rows:
             table.add_row(*row)
         console.print(table)

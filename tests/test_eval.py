@@ -13,7 +13,7 @@ import yaml
 
 from eval.baselines import FIXED_OVERLAP, FIXED_SIZE, fixed_size_chunks, item_chunks, section_chunks
 from eval.runner import ConfigResult, SetResult, failures
-from eval.sets import InvalidEvalFile, Thresholds, default_sets, load_set
+from eval.sets import CARDS_DIR, InvalidEvalFile, Thresholds, default_sets, load_set
 from ingest.cards import load_card
 from tests.conftest import ROOT, SEED
 
@@ -50,7 +50,7 @@ def test_gate_passes_then_fails_when_a_threshold_is_raised(tmp_path: Path) -> No
     report = json.loads((out / "report.json").read_text())
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "hit_at_k.png", "top_scores.png"}
     configs = report["sets"][0]["configs"]
-    assert list(configs) == ["pipeline", "dense", "item-dense", "fixed-500", "sections"]
+    assert list(configs) == ["pipeline", "no-sidecar", "dense", "item-dense", "fixed-500", "sections"]
     assert configs["pipeline"]["metrics"]["latency.ratio"] > 0 and report["calibration"]["threshold"] > 0
     assert len(configs["pipeline"]["records"]) == 4 and "section hit@1" in passed.stdout
     measured = configs["pipeline"]["metrics"]["section.mrr"]
@@ -131,9 +131,20 @@ def test_bad_question_set_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_shipped_sets_load_and_cover_every_section() -> None:
-    sets = [load_set(p) for p in default_sets()]
+    every = [load_set(p) for p in default_sets()]
+    sets = [s for s in every if s.name.startswith("sales-manager-")]
     assert [s.name for s in sets] == ["sales-manager-chat-dev", "sales-manager-conv-dev", "sales-manager-dev",
                                       "sales-manager-chat-test", "sales-manager-conv-test", "sales-manager-test"]
+    for card_path in sorted(CARDS_DIR.glob("*.yaml")):
+        if card_path.name.endswith(".examples.yaml"):
+            continue
+        card = load_card(card_path)
+        (mine,) = [s for s in every if {q.persona for q in s.questions} == {card.slug}]
+        assert mine.name.endswith(("-chat-dev", "-chat-test")), "each eval card is a dev card or a test card"
+        assert sum(q.kind == "in_scope" for q in mine.questions) >= 60
+        assert sum(q.kind == "out_of_scope" for q in mine.questions) >= 15
+        for section in card.sections:
+            assert any(section.heading in q.gold.sections for q in mine.questions), (card.slug, section.heading)
     for conversations in (sets[1], sets[4]):
         assert conversations.conversational and len({q.conversation for q in conversations.questions}) >= 60
         assert all(q.follow_up for q in conversations.questions if q.turn > 1)
