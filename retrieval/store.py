@@ -248,6 +248,24 @@ class Store:
             self._drop(old["collection"])
         return name
 
+    def remove(self, slug: str) -> bool:
+        """Unpublish a persona: its registry record goes (readers stop finding it), then its collection. ``False``
+        when it was not published."""
+        pointer = self.pointer(slug)
+        if not pointer:
+            return False
+        try:
+            self._registry().delete(ids=[slug])
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot remove persona {slug!r} from {self.location}: {exc}") from exc
+        self._recent = None
+        self._drop(pointer["collection"])
+        return True
+
+    def slugs(self) -> list[str]:
+        """Every published persona's slug, read afresh (not through the query path's reuse)."""
+        return sorted(self._pointers())
+
     def sweep(self) -> list[str]:
         """Drop persona collections that no pointer refers to (left by an interrupted ingest)."""
         live = {p["collection"] for p in self._pointers().values()}
