@@ -92,7 +92,8 @@ class IngestReport:
         out = [line for change in self.changes for line in (change.summary(), change.status_line())]
         out += [f"{slug}: removed (its card was not among those ingested)" for slug in self.removed]
         out += [f"warning: {warning}" for warning in self.warnings]
-        return out + [f"warning: {text}" for change in self.changes for text in change.status.warnings(change.slug)]
+        return out + [f"warning: {text}" for change in self.changes
+                      for text in change.status.warnings(change.slug, change.file)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"changes": [c.to_dict() for c in self.changes], "swept": list(self.swept),

@@ -118,10 +118,25 @@ class Retriever:
         against each question), so that no question pays for either (the server runs this at start-up, in the
         background)."""
         for info in self.personas():
-            dense = self._persona_indexes(info).dense
-            if dense is not None:
-                texts = {t for meta in dense.metadata for t in passage_sentences(str(meta.get("text", "")))}
-                self.sentence_embedder.encode(sorted(texts))
+            self._warm(info)
+
+    def refresh(self, slugs: Sequence[str] = ()) -> None:
+        """After a live ingest: forget the indexes of personas no longer published, and load and warm those of
+        ``slugs`` (their new versions), so that no question pays for either and an old version's indexes go."""
+        published = {info.slug: info for info in self.personas()}
+        with self._indexes_lock:
+            for slug in set(self._indexes) - set(published):
+                del self._indexes[slug]
+        for slug in slugs:
+            if slug in published:
+                self._warm(published[slug])
+
+    def _warm(self, info: PersonaInfo) -> None:
+        """Load a persona's indexes and embed its card's sentences."""
+        dense = self._persona_indexes(info).dense
+        if dense is not None:
+            texts = {t for meta in dense.metadata for t in passage_sentences(str(meta.get("text", "")))}
+            self.sentence_embedder.encode(sorted(texts))
 
     # -- retrieval ----------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:

@@ -234,23 +234,23 @@ class CardStatus:
         return cls(int(data.get("examples", 0)), int(data.get("boundary", 0)),
                    Calibration.from_dict(data.get("calibration") or {}))
 
-    def warnings(self, slug: str) -> list[str]:
-        """What the card lacks, said to its operator: information, not an error."""
+    def warnings(self, slug: str, card: str | None = None) -> list[str]:
+        """What the card lacks, said to its operator (information, not an error); ``card``: its file, when known."""
         sidecar = f"{slug}.examples.yaml"
+        enrich = f"`persona enrich {card or '<its card file>'}`"
+        half = ("it finds the right passage about half as often (section hit@1 0.42 against 0.75 with them on the "
+                "Sales Manager chat test set)")
+        refuse = "near-domain questions the card does not cover are answered more often than refused"
         if not self.examples and not self.boundary:
-            return [f"{slug} has no example questions and no boundary (no sidecar {sidecar}): it finds the right "
-                    "passage about half as often (section hit@1 0.42 against 0.75 with them on the Sales Manager chat "
-                    f"test set) and answers more near-domain questions it should refuse; `persona enrich CARD` writes "
-                    f"example questions into {sidecar}, and its not_covered list takes the boundary"]
+            return [f"{slug} has no example questions and no boundary questions (no sidecar {sidecar}): {half}, and "
+                    f"{refuse}; {enrich} writes example questions into {sidecar}, whose not_covered list takes the "
+                    "boundary"]
         found = []
         if not self.examples:
-            found.append(f"{slug} has no example questions in {sidecar}: it finds the right passage about half as "
-                         "often (section hit@1 0.42 against 0.75 with them on the Sales Manager chat test set); "
-                         "`persona enrich CARD` writes them")
+            found.append(f"{slug} has no example questions in {sidecar}: {half}; {enrich} writes them")
         if not self.boundary:
-            found.append(f"{slug} has no boundary questions (not_covered in {sidecar}): near-domain questions it does "
-                         "not cover are answered more often than refused; list some there by hand (`persona enrich` "
-                         "writes example questions only)")
+            found.append(f"{slug} has no boundary questions (not_covered in {sidecar}): {refuse}; list some there "
+                         "(`persona enrich` writes example questions only)")
         return found
 
 
