@@ -219,7 +219,7 @@ def personas_command(data_dir: DataDir = None, as_json: JsonOpt = False, server:
         return
     for p in personas:
         out.print(f"[bold]{escape(str(p['slug']))}[/bold]  {escape(str(p['title']))}: {escape(str(p['summary']))}  "
-                  f"({p['chunks']} chunks; {escape(card_status(p))})", highlight=False)
+                  f"({p['chunks']} chunks; {escape(card_status(p))})", highlight=False, soft_wrap=True)
     for p in personas:
         for warning in p.get("warnings") or []:
             err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)

@@ -201,8 +201,8 @@ class Calibration:
     confident_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"source": ...}`` and the values it records (none for ``settings``)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """``{"source", "min_score", "boundary_margin", "confident_score"}``, the values ``null`` for ``settings``."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
