@@ -59,14 +59,15 @@ def service_for(settings: Settings) -> PersonaService:
 
 
 def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = False, prune: bool = False,
-               server: str | None = None) -> None:
+               server: str | None = None, here: bool = False) -> None:
     """Ingest cards with a progress bar on the terminal: into the index here, or through the server that holds it
     (``server``, else the one :func:`retrieval.store.holder` names when the index is taken; see
     :func:`server.ingest_client.ingest_through`).
 
     ``unless_others``: leave the index alone when it holds a persona of another card (the built-in example
     is ingested into an empty index, or to refresh itself, never beside cards of your own).
-    ``prune``: also remove the indexed personas whose card is not among ``paths``."""
+    ``prune``: also remove the indexed personas whose card is not among ``paths``.
+    ``here``: never through a server (``persona serve`` before it serves: a taken index is an error)."""
     from ingest.indexer import read_cards
     from retrieval.errors import IndexUnavailable
     from retrieval.store import exclusive, holder
@@ -77,7 +78,7 @@ def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = F
             try:
                 held.enter_context(exclusive(settings))
             except IndexUnavailable:
-                server = holder(settings)
+                server = None if here else holder(settings)
                 if server is None:  # held by another `persona ingest`, or a server that did not say where it is
                     raise
         if server is not None:
@@ -236,7 +237,8 @@ def card_status(persona: dict[str, Any]) -> str:
 
 
 def listed_personas(settings: Settings, server: str | None) -> list[dict[str, Any]]:
-    """Every persona's public fields (``/v1/personas``): from the index here, or from the server that holds it."""
+    """Every persona's public fields (``/v1/personas``): from the server that holds the index (or ``server``), else
+    read here (also while a `persona ingest` holds it: a read, as before the lock)."""
     import httpx
 
     from retrieval.errors import IndexUnavailable, RemoteError
@@ -248,8 +250,6 @@ def listed_personas(settings: Settings, server: str | None) -> list[dict[str, An
                 held.enter_context(exclusive(settings))
             except IndexUnavailable:
                 server = holder(settings)
-                if server is None:
-                    raise
         if server is None:
             return [p.public() for p in service_for(settings).personas()]
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
@@ -411,7 +411,7 @@ def serve_command(
         if builtin:
             err.print("no cards named (--cards DIR, PERSONA_SEEDS_DIR) and no ./seeds folder: the built-in Sales "
                       "Manager example is served", highlight=False, markup=False, soft_wrap=True)
-        run_ingest(settings, [source], unless_others=builtin)
+        run_ingest(settings, [source], unless_others=builtin, here=True)
     app = create_app(settings, serving_at=f"http://{local_address(host)}:{port}")
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
     uvicorn.run(app, host=host, port=port, log_level="info", log_config=None, access_log=False,

@@ -1,7 +1,7 @@
 """The serving copy of a published persona version: its chunks' ids, metadata and vectors in one file.
 
-Chroma's embedded client keeps about 7 MB in memory for every collection a process has read, whatever it read (a
-count, the metadata, the vectors), and keeps it: 100 cards with their sidecars cost 0.7 GB over the vectors
+Chroma's embedded client keeps about 8 MB in memory for every collection a process has read, whatever it read (a
+count, the metadata, the vectors), and keeps it: 100 cards with their sidecars cost 0.8 GB over the vectors
 themselves in a server that read them all once (docs/benchmarks.md, "100 cards"). So publishing into the embedded
 index also writes each version's chunks to ``<data_dir>/serving/<collection>.npz`` (written whole, then renamed),
 and a process on that index reads a persona's chunks from there: numpy reads the vectors, the metadata is JSON,

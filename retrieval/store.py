@@ -363,8 +363,9 @@ def exclusive(settings: Settings, serving_at: str | None = None):
             lock.acquire()
         except Timeout:
             raise IndexUnavailable(
-                f"the index at {settings.data_dir} is in use by another process (a running server?). "
-                "Stop it first, or share one index through a Chroma server with PERSONA_CHROMA_URL."
+                f"the index at {settings.data_dir} is in use by another process (another `persona ingest`, or a "
+                "server that did not note its address). Wait for it or stop it, name the server (`persona ingest "
+                "--server URL`), or share one index through a Chroma server with PERSONA_CHROMA_URL."
             ) from None
         wrote = False
         try:
