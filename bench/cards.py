@@ -240,6 +240,11 @@ def targets(one: dict[str, Any], many: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def growth_per_card(one: dict[str, Any], many: dict[str, Any], cards: int) -> float:
+    """Idle RSS each card beyond the first adds."""
+    return (many["rss_idle_mb"] - one["rss_idle_mb"]) / max(1, cards - 1)
+
+
 def render(results: dict[str, Any]) -> str:
     """The table of docs/benchmarks.md."""
     one, many = results["one"], results["many"]
@@ -252,6 +257,9 @@ def render(results: dict[str, Any]) -> str:
             ("cold start to the first answer (median)", f"{statistics.median(one['cold_start_s']):.2f} s",
              f"{statistics.median(many['cold_start_s']):.2f} s"),
             ("RSS idle (warm-up done)", f"{one['rss_idle_mb']} MB", f"{many['rss_idle_mb']} MB"),
+            ("RSS idle per card added, against its vectors + their metadata (JSON)", "",
+             f"{growth_per_card(one, many, n):.2f} MB against {(many['vectors_mb'] - one['vectors_mb']) / (n - 1):.2f}"
+             f" + {(many['metadata_json_mb'] - one['metadata_json_mb']) / (n - 1):.2f} MB"),
             ("RSS under load (highest)", f"{one['rss_under_load_mb']} MB", f"{many['rss_under_load_mb']} MB")]
     for level in ("c=1", "c=16"):
         a, b = one["ask"][level], many["ask"][level]
