@@ -9,7 +9,7 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-test mpnet llama nomic serve test test-integrations eval bench clean wrk
+.PHONY: install install-test mpnet llama nomic serve test test-integrations eval bench bench-cards clean wrk
 
 install: $(VENV)/.installed-serve
 install-test: $(VENV)/.installed-test
@@ -89,3 +89,8 @@ wrk:
 # BENCH_ARGS="--seconds 2 -c 1 -c 16" for a quick run; see docs/benchmarks.md
 bench: install-test wrk
 	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/persona bench --output bench.json $(BENCH_ARGS)
+
+# 100 cards against one (issue 24): ingest, memory, cold start, /v1/ask latency; about 30 minutes on two cores.
+bench-cards: install-test wrk
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(BIN)/python -m bench.cards --cards 100 --chroma-reads \
+		--output bench-cards.json $(BENCH_ARGS)

@@ -49,6 +49,11 @@ class LoadPlan:
     requests: int | None = None
     unique: bool = True  # a new question per request; False: the same question (cached embedding)
     tag: str = field(default_factory=lambda: os.urandom(3).hex())  # keeps unique questions new across runs
+    persona: str | None = None  # the persona asked (needed once several are indexed)
+
+    def body(self, text: str) -> dict[str, str]:
+        """One request's JSON body."""
+        return {**({"persona": self.persona} if self.persona else {}), FIELDS[self.path]: text}
 
 
 @dataclass
@@ -107,7 +112,7 @@ def wrk_script(plan: LoadPlan, questions: Sequence[str]) -> str:
 local questions = {{
 {listed}
 }}
-local prefix = '{{"{FIELDS[plan.path]}": "'
+local prefix = '{json.dumps(plan.body(""))[:-2]}'
 local unique = {"true" if plan.unique else "false"}
 local tag = "{plan.tag}"
 local limit = {limit}
@@ -224,7 +229,7 @@ async def run_sockets(base_url: str, plan: LoadPlan, questions: Sequence[str]) -
     async def worker() -> None:
         writer: asyncio.StreamWriter | None = None
         while (i := next(counter)) < limit and time.perf_counter() < deadline:
-            body = json.dumps({FIELDS[plan.path]: question(questions, i, plan)}).encode()
+            body = json.dumps(plan.body(question(questions, i, plan))).encode()
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection(host, port)

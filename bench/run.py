@@ -143,18 +143,20 @@ def path_costs(server: Served, questions: Sequence[str], seconds: float, log: Lo
     return costs
 
 
-def cold_start(data_dir: Path, seeds_dir: Path, log: Path) -> tuple[float, dict[str, float] | None]:
-    """Seconds from process start to the first 200 on ``/v1/ask`` (existing index, no ingest), and where they
-    went, read from the server's log (``log``): see :func:`start_phases`."""
+def cold_start(data_dir: Path, seeds_dir: Path, log: Path, persona: str | None = None,
+               env: dict[str, str] | None = None) -> tuple[float, dict[str, float] | None]:
+    """Seconds from process start to the first 200 on ``/v1/ask`` (to ``persona``; existing index, no ingest), and
+    where they went, read from the server's log (``log``): see :func:`start_phases`."""
     port = free_port()
     log.unlink(missing_ok=True)
     wall, start = time.time(), time.perf_counter()
     with open(log, "wb") as out:
-        process = subprocess.Popen(serve_command(data_dir, port), env={**os.environ, **serve_env(seeds_dir)},
+        process = subprocess.Popen(serve_command(data_dir, port),
+                                   env={**os.environ, **serve_env(seeds_dir, **(env or {}))},
                                    stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/v1/ask", process, timeout=120,
-                      body={"question": "What is pipeline coverage?"})
+                      body={"question": "What is pipeline coverage?", **({"persona": persona} if persona else {})})
         total = time.perf_counter() - start
     finally:
         stop(process)

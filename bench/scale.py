@@ -18,6 +18,7 @@ from bench.load import LoadPlan, run_load
 from bench.servers import chroma_server, free_port, running, serve_env
 from ingest.cards import load_card
 from ingest.chunking import chunk_card
+from ingest.examples import sidecar_path
 from ingest.indexer import ingest
 from retrieval.embedder import Embedder, cpu_count
 from retrieval.settings import Settings
@@ -41,6 +42,28 @@ def synthetic_cards(seed_card: Path, n: int, folder: Path, seed: int = 8) -> lis
             section["markdown"] = _shuffle_items(section["markdown"], rng)
         path = folder / f"{card['slug']}.yaml"
         path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True))
+        paths.append(path)
+    return paths
+
+
+def copied_cards(seed_card: Path, n: int, folder: Path, first: int = 0) -> list[Path]:
+    """``n`` copies of the seed card with its sidecar, numbered from ``first``: new slugs and titles, and each sidecar
+    question marked with its copy's number, so that every copy's texts are new to the embedder and an ingest pays
+    what ``n`` distinct cards with sidecars cost (copies test cost, not quality)."""
+    base = yaml.safe_load(seed_card.read_text(encoding="utf-8"))
+    sidecar = yaml.safe_load(sidecar_path(seed_card).read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(first, first + n):
+        slug = f"{base['slug']}-copy-{i:03d}"
+        card = {**base, "slug": slug, "title": f"{base['title']} {i}"}
+        examples = {passage.replace(f"{base['slug']}/", f"{slug}/", 1): [f"{q} ({i})" for q in questions]
+                    for passage, questions in sidecar.get("examples", {}).items()}
+        boundary = [f"{q} ({i})" for q in sidecar.get("not_covered", [])]
+        own = {"card": slug, "examples": examples, "not_covered": boundary}
+        path = folder / f"{slug}.yaml"
+        path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        sidecar_path(path).write_text(yaml.safe_dump(own, sort_keys=False, allow_unicode=True), encoding="utf-8")
         paths.append(path)
     return paths
 

@@ -162,24 +162,40 @@ def _yaml_problem(exc: Exception) -> str:
     return f"expected YAML, {problem}{where}"
 
 
-def load_card(path: Path) -> Card:
-    """Read and validate one card file."""
+def read_card_text(path: Path) -> str:
+    """The text of a card file: at most :data:`MAX_CARD_BYTES` of UTF-8, else :class:`InvalidCard`."""
     source = str(path)
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise InvalidCard(source, "(file)", f"cannot be read: {exc.strerror}") from None
-    if size > MAX_CARD_BYTES:
-        raise InvalidCard(source, "(file)", f"expected at most {MAX_CARD_BYTES} bytes, got {size}")
+    _check_size(size, source)
     try:
-        raw = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidCard(source, "(file)", f"expected UTF-8 text, got a bad byte at offset {exc.start}") from None
+    except OSError as exc:
+        raise InvalidCard(source, "(file)", f"cannot be read: {exc.strerror}") from None
+
+
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_CARD_BYTES:
+        raise InvalidCard(source, "(file)", f"expected at most {MAX_CARD_BYTES} bytes, got {size}")
+
+
+def card_of(text: str, source: str) -> Card:
+    """Validate a card's text (a file's, or one sent to a server); ``source`` names the file in errors."""
+    _check_size(len(text.encode("utf-8", "surrogatepass")), source)
     try:
-        data = yaml.load(raw, Loader=_CardLoader)
+        data = yaml.load(text, Loader=_CardLoader)
     except (yaml.YAMLError, ValueError, TypeError) as exc:
         raise InvalidCard(source, "(file)", _yaml_problem(exc)) from None
     return parse_card(data, source)
+
+
+def load_card(path: Path) -> Card:
+    """Read and validate one card file."""
+    return card_of(read_card_text(path), str(path))
 
 
 EXAMPLES_SUFFIX = ".examples"

@@ -70,29 +70,40 @@ def sidecar_path(card_path: Path) -> Path:
     return card_path.with_name(card_path.stem + SUFFIX)
 
 
-def load_sidecar(card_path: Path, slug: str) -> Sidecar | None:
-    """The card's sidecar, or ``None`` when it has none. A bad file raises :class:`InvalidCard`."""
+def read_sidecar_text(card_path: Path) -> str | None:
+    """The text of the card's sidecar, or ``None`` when it has none. An unreadable file raises :class:`InvalidCard`."""
     path = sidecar_path(card_path)
     if not path.is_file():
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidCard(str(path), "(file)", f"a readable UTF-8 file expected: {exc}") from exc
+
+
+def sidecar_of(text: str, source: str, slug: str) -> Sidecar:
+    """Validate a sidecar's text (``source`` names its file in errors) for the card ``slug``."""
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidCard(str(path), "(file)", f"valid YAML expected: {exc}") from exc
+        raise InvalidCard(source, "(file)", f"valid YAML expected: {exc}") from exc
     try:
         sidecar = Sidecar.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-        raise InvalidCard(str(path), where, error["msg"]) from exc
+        raise InvalidCard(source, where, error["msg"]) from exc
     if sidecar.card != slug:
-        raise InvalidCard(str(path), "card", f"the slug of the card beside it ({slug!r}) expected, "
-                          f"got {sidecar.card!r}")
+        raise InvalidCard(source, "card", f"the slug of the card beside it ({slug!r}) expected, got {sidecar.card!r}")
     if sidecar.count() > MAX_EXAMPLES:
-        raise InvalidCard(str(path), "examples", f"at most {MAX_EXAMPLES} questions expected, got {sidecar.count()}")
+        raise InvalidCard(source, "examples", f"at most {MAX_EXAMPLES} questions expected, got {sidecar.count()}")
     return sidecar
+
+
+def load_sidecar(card_path: Path, slug: str) -> Sidecar | None:
+    """The card's sidecar, or ``None`` when it has none. A bad file raises :class:`InvalidCard`."""
+    text = read_sidecar_text(card_path)
+    return None if text is None else sidecar_of(text, str(sidecar_path(card_path)), slug)
 
 
 def sidecar_chunks(sidecar: Sidecar, passages: list[Chunk]) -> tuple[list[Chunk], list[str]]:

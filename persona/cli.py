@@ -6,10 +6,12 @@ into one clear line on stderr and a non-zero exit in :func:`main`, the one place
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +25,7 @@ from retrieval.settings import Settings
 if TYPE_CHECKING:
     from generation.service import PersonaService
     from ingest.enrich import Generated
+    from ingest.indexer import CardFile, IngestReport
     from retrieval.conversation import History
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -34,6 +37,8 @@ DataDir = Annotated[Path | None,
                     typer.Option("--data-dir", help="Index folder (default $PERSONA_DATA_DIR or ./.persona).")]
 PersonaOpt = Annotated[str | None, typer.Option("--persona", "-p", help="Persona slug (optional with one persona).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+IndexProgress = Callable[[str, int, int], None]
+"""``progress(description, done, total)`` of an ingest (:data:`ingest.indexer.Progress`)."""
 GeneratorOpt = Annotated[str | None, typer.Option("--generator", "-g",
                                                   help="Generator that answers (default: the first registered).")]
 
@@ -54,41 +59,78 @@ def service_for(settings: Settings) -> PersonaService:
     return PersonaService(settings, generators=generators(settings))
 
 
-def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = False) -> None:
-    """Ingest cards with a progress bar on the terminal.
+def run_ingest(settings: Settings, paths: list[Path], *, unless_others: bool = False, prune: bool = False,
+               server: str | None = None, here: bool = False) -> None:
+    """Ingest cards with a progress bar on the terminal: into the index here, or through the server that holds it
+    (``server``, else the one :func:`retrieval.store.holder` names when the index is taken; see
+    :func:`server.ingest_client.ingest_through`).
 
     ``unless_others``: leave the index alone when it holds a persona of another card (the built-in example
-    is ingested into an empty index, or to refresh itself, never beside cards of your own)."""
-    from ingest.cards import find_cards, load_card
-    from ingest.indexer import ingest
+    is ingested into an empty index, or to refresh itself, never beside cards of your own).
+    ``prune``: also remove the indexed personas whose card is not among ``paths``.
+    ``here``: never through a server (``persona serve`` before it serves: a taken index is an error)."""
+    from ingest.indexer import read_cards
+    from retrieval.errors import IndexUnavailable
+    from retrieval.store import exclusive, holder
+
+    files = read_cards(paths)
+    with contextlib.ExitStack() as held, progress_bar() as progress:
+        if server is None:
+            try:
+                held.enter_context(exclusive(settings))
+            except IndexUnavailable:
+                server = None if here else holder(settings)
+                if server is None:  # held by another `persona ingest`, or a server that did not say where it is
+                    raise
+        if server is not None:
+            from server.ingest_client import ingest_through
+
+            report = ingest_through(server, files, prune=prune, api_key=settings.api_key, progress=progress)
+        else:
+            report = ingest_here(settings, files, unless_others=unless_others, prune=prune, progress=progress)
+    for line in report.lines() if report else []:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def ingest_here(settings: Settings, files: list[CardFile], *, unless_others: bool, prune: bool,
+                progress: IndexProgress) -> IngestReport | None:
+    """Ingest into the index of ``settings``, which this process holds (``None``: left alone, see ``unless_others``)."""
+    from ingest.indexer import publish_cards, validate
     from retrieval.embedder import ensure_onnx
-    from retrieval.store import Store, exclusive
+    from retrieval.store import Store
     from retrieval.vector_cache import ingest_embedder
 
+    cards = validate(files)
+    store = Store(settings)
+    if unless_others:
+        others = {p.slug for p in store.personas()} - {c.card.slug for c in cards}
+        if others:
+            err.print(f"serving the personas indexed in {store.location} ({', '.join(sorted(others))}); "
+                      "the built-in example is not added", highlight=False, markup=False, soft_wrap=True)
+            return None
     ensure_onnx(settings.model, settings.models_dir, settings.embedder, settings.embed_precision)
+    return publish_cards(cards, store, ingest_embedder(settings), settings.model,
+                         batch_size=settings.embed_batch_size, progress=progress, prune=prune)
 
-    with exclusive(settings), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                       TimeElapsedColumn(), console=err, transient=True) as bar:
-        store = Store(settings)
-        if unless_others:
-            others = {p.slug for p in store.personas()} - {load_card(path).slug for path in find_cards(paths)}
-            if others:
-                err.print(f"serving the personas indexed in {store.location} ({', '.join(sorted(others))}); "
-                          "the built-in example is not added", highlight=False, markup=False, soft_wrap=True)
-                return
+
+@contextlib.contextmanager
+def progress_bar() -> Iterator[IndexProgress]:
+    """Progress bars on stderr, one per description (``embedding SLUG``, ``writing SLUG``), gone when done."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
         tasks: dict[str, int] = {}
 
         def progress(description: str, done: int, total: int) -> None:
             if description not in tasks:
-                tasks[description] = bar.add_task(description, total=total)
-            bar.update(tasks[description], completed=done, total=total)
+                tasks[description] = bar.add_task(description, total=total or None)
+            bar.update(tasks[description], completed=done, total=total or None)
 
-        report = ingest(paths, store, ingest_embedder(settings), settings.model,
-                        batch_size=settings.embed_batch_size, progress=progress)
-    for change in report.changes:
-        err.print(change.summary(), highlight=False)
-    for warning in report.warnings:
-        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+        yield progress
+
+
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", help="Go through the persona server at this URL (default: the server holding the index, when one "
+                     "does; else open the index here).")]
 
 
 @app.command("ingest")
@@ -96,12 +138,16 @@ def ingest_command(
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Card files or folders (default: $PERSONA_SEEDS_DIR, else ./seeds, else the built-in example).")] = None,
     data_dir: DataDir = None,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Also remove the indexed personas whose card is not among PATHS (a card deleted from "
+                        "the folder).")] = False,
+    server: ServerOpt = None,
 ) -> None:
-    """Validate cards, chunk them and index what changed."""
+    """Validate cards, chunk them and index what changed; beside a running server, through it (no restart)."""
     from ingest.cards import default_cards
 
     settings = settings_for(data_dir)
-    run_ingest(settings, paths or [default_cards(settings.seeds_dir)])
+    run_ingest(settings, paths or [default_cards(settings.seeds_dir)], prune=prune, server=server)
 
 
 @app.command("enrich")
@@ -248,15 +294,60 @@ def drop_leaks(generated: Generated, slug: str, sets: list[Path] | None, setting
 
 
 @app.command("personas")
-def personas_command(data_dir: DataDir = None, as_json: JsonOpt = False) -> None:
-    """List the indexed personas."""
-    infos = service_for(settings_for(data_dir)).personas()
+def personas_command(data_dir: DataDir = None, as_json: JsonOpt = False, server: ServerOpt = None) -> None:
+    """List the indexed personas, with what each card has (example and boundary questions, where its coverage
+    thresholds come from) and a warning for a card that lacks them; beside a running server, through it."""
+    personas = listed_personas(settings_for(data_dir), server)
     if as_json:
-        out.print_json(json.dumps({"personas": [p.public() for p in infos]}))
+        out.print_json(json.dumps({"personas": personas}))
         return
-    for info in infos:
-        out.print(f"[bold]{escape(info.slug)}[/bold]  {escape(info.title)}: {escape(info.summary)}  "
-                  f"({info.chunks} chunks)", highlight=False)
+    for p in personas:
+        out.print(f"[bold]{escape(str(p['slug']))}[/bold]  {escape(str(p['title']))}: {escape(str(p['summary']))}  "
+                  f"({p['chunks']} chunks; {escape(card_status(p))})", highlight=False, soft_wrap=True)
+    for p in personas:
+        for warning in p.get("warnings") or []:
+            err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+
+
+def card_status(persona: dict[str, Any]) -> str:
+    """``1768 example questions, 188 boundary questions; thresholds: settings`` (``status not recorded`` for an index
+    from before the status was)."""
+    if persona.get("example_questions") is None:
+        return "status not recorded"
+    source = (persona.get("calibration") or {}).get("source", "settings")
+    return (f"{persona['example_questions']} example questions, {persona['boundary_questions']} boundary questions; "
+            f"thresholds: {source}")
+
+
+def listed_personas(settings: Settings, server: str | None) -> list[dict[str, Any]]:
+    """Every persona's public fields (``/v1/personas``): from the server that holds the index (or ``server``), else
+    read here (also while a `persona ingest` holds it: a read, as before the lock)."""
+    import httpx
+
+    from retrieval.errors import IndexUnavailable, RemoteError
+    from retrieval.store import exclusive, holder
+
+    with contextlib.ExitStack() as held:
+        if server is None:
+            try:
+                held.enter_context(exclusive(settings))
+            except IndexUnavailable:
+                server = holder(settings)
+        if server is None:
+            return [p.public() for p in service_for(settings).personas()]
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    try:
+        response = httpx.get(server.rstrip("/") + "/v1/personas", headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        raise IndexUnavailable(f"the persona server at {server} (holding the index) does not answer: {exc}") from None
+    if response.status_code != 200:
+        from server.ingest_client import refusal
+
+        raise refusal(response, server)
+    try:
+        return list(response.json()["personas"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RemoteError(f"the server at {server} answered /v1/personas with {exc!r}", 502, "http_error") from None
 
 
 @app.command("retrieve")
@@ -403,7 +494,7 @@ def serve_command(
         if builtin:
             err.print("no cards named (--cards DIR, PERSONA_SEEDS_DIR) and no ./seeds folder: the built-in Sales "
                       "Manager example is served", highlight=False, markup=False, soft_wrap=True)
-        run_ingest(settings, [source], unless_others=builtin)
+        run_ingest(settings, [source], unless_others=builtin, here=True)
     app = create_app(settings, serving_at=f"http://{local_address(host)}:{port}")
     # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
     uvicorn.run(app, host=host, port=port, log_level="info", log_config=None, access_log=False,

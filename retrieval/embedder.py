@@ -368,6 +368,11 @@ class CachedEmbedder:
     def dimension(self) -> int:
         return self.inner.dimension
 
+    def room(self, texts: list[str] = ()) -> int:
+        """How many more distinct texts fit before the oldest are evicted (``texts`` already held count as room)."""
+        with self._lock:
+            return self.size - len(self._vectors) + sum(t in self._vectors for t in set(texts))
+
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         with self._lock:
             found = {t: self._vectors[t] for t in texts if t in self._vectors}

@@ -92,6 +92,28 @@ class LLMUnavailable(PersonaError):
     """A command that needs the LLM (``persona enrich``) found it not configured, unreachable or failing."""
 
 
+class Forbidden(PersonaError):
+    """The client may not do this here: a live ingest without the API key from another machine than the server's."""
+
+
+class RemoteError(PersonaError):
+    """An error a persona server answered a command with (``persona ingest`` through a running server): its message
+    as the server gave it, on the row of the table whose ``code`` it carries (a code the table has no row for keeps
+    its HTTP status, exit code 2)."""
+
+    def __init__(self, message: str, status: int, code: str) -> None:
+        super().__init__(message)
+        self.remote_status = status
+        self.remote_code = code
+
+    @property
+    def surface(self) -> Surface:
+        found = next((row for row in SURFACES.values() if row.code == self.remote_code), None)
+        if found is not None:
+            return found
+        return INTERNAL if self.remote_code == INTERNAL.code else Surface(self.remote_status, self.remote_code)
+
+
 # -- the table ----------------------------------------------------------------------------------
 OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
@@ -139,6 +161,7 @@ SURFACES: dict[type[PersonaError], Surface] = {
     GeneratorUnavailable: Surface(422, "generator_unavailable"),
     UnknownPreset: Surface(422, "unknown_preset"),
     LLMUnavailable: Surface(503, "llm_unavailable"),
+    Forbidden: Surface(403, "forbidden"),
     PersonaError: Surface(500, "persona_error"),
 }
 INTERNAL = Surface(500, "internal_error", exit_code=1)

@@ -43,10 +43,12 @@ class ExampleIndex:
         with_vector = next((c for c in chunks if c.embedding is not None), None)
         dimension = len(with_vector.embedding) if with_vector is not None and with_vector.embedding is not None else 0
         examples.sort(key=lambda c: str(c.metadata["parent"]))  # each passage's examples side by side
-        return cls([str(c.metadata["parent"]) for c in examples],
+        # the passage's own id object for each of its ~20 examples, not a copy each (100 cards: ~17 MB of copies)
+        passage = {pid: pid for pid in passage_ids}
+        return cls([passage[str(c.metadata["parent"])] for c in examples],
                    _unit([c.embedding for c in examples], dimension),
                    _unit([c.embedding for c in boundary], dimension),
-                   tuple(str(c.metadata["parent"]) for c in tuned),
+                   tuple(passage[str(c.metadata["parent"])] for c in tuned),
                    _unit([c.embedding for c in tuned], dimension) if tuned else None)
 
     def best_by_passage(self, vector: np.ndarray) -> dict[str, float]:

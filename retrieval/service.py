@@ -62,6 +62,7 @@ class Retriever:
         self.pipeline: Pipeline = pipeline_for(settings)
         self._indexes: dict[str, tuple[str, PersonaIndexes]] = {}
         self._indexes_lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # per persona: its indexes are loaded once
         # The search (dense + BM25 fusion, pure Python and numpy under the GIL) runs for at most this
         # many requests at once: the others wait without fighting over the GIL, so the event loop
         # stays responsive. Embedding is not under a slot (the pipeline runs stages with
@@ -119,14 +120,38 @@ class Retriever:
             self._persona_indexes(info)
 
     def warm_up(self) -> None:
-        """Load every persona's indexes and embed its card's sentences (those the extractive composer scores
-        against each question), so that no question pays for either (the server runs this at start-up, in the
-        background)."""
+        """Load every persona's indexes, then embed their cards' sentences (those the extractive composer scores
+        against each question) while they fit in the sentence cache, so that no question pays for either (the server
+        runs this at start-up, in the background; a question to a persona not loaded yet loads it itself)."""
+        self.load_indexes()
         for info in self.personas():
-            dense = self._persona_indexes(info).dense
-            if dense is not None:
-                texts = {t for meta in dense.metadata for t in passage_sentences(str(meta.get("text", "")))}
-                self.sentence_embedder.encode(sorted(texts))
+            if not self._warm_sentences(info):
+                break
+
+    def refresh(self, slugs: Sequence[str] = ()) -> None:
+        """After a live ingest: forget the indexes of personas no longer published, and load and warm those of
+        ``slugs`` (their new versions), so that no question pays for either and an old version's indexes go."""
+        published = {info.slug: info for info in self.personas()}
+        with self._indexes_lock:
+            for slug in set(self._indexes) - set(published):
+                del self._indexes[slug]
+                self._loading.pop(slug, None)
+        for slug in slugs:
+            if slug in published:
+                self._warm_sentences(published[slug])
+
+    def _warm_sentences(self, info: PersonaInfo) -> bool:
+        """Load a persona's indexes and embed its card's sentences, if they fit in the sentence cache beside those
+        already there (``False`` when they do not: warming more would evict what was warmed)."""
+        dense = self._persona_indexes(info).dense
+        if dense is None:
+            return True
+        texts = sorted({t for meta in dense.metadata for t in passage_sentences(str(meta.get("text", "")))})
+        embedder = self.sentence_embedder
+        if isinstance(embedder, CachedEmbedder) and len(texts) > embedder.room(texts):
+            return False
+        embedder.encode(texts)
+        return True
 
     # -- retrieval ----------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
@@ -206,18 +231,24 @@ class Retriever:
         key = info.fingerprint or str((self.store.pointer(info.slug) or {}).get("collection", ""))
         cached = self._indexes.get(info.slug)
         if cached is None or cached[0] != key:
-            with self._indexes_lock:
+            with self._loading_lock(info.slug):  # one load per persona at a time; other personas load meanwhile
                 cached = self._indexes.get(info.slug)
                 if cached is None or cached[0] != key:
-                    exact = info.chunks <= EXACT_LIMIT
-                    stored = self.store.chunks(info.slug, with_embeddings=exact)
-                    chunks = [c for c in stored if c.metadata.get("kind", "section") in PASSAGE_KINDS]
-                    examples = ExampleIndex.build(stored, {c.id for c in chunks}) if exact else None
-                    indexes = PersonaIndexes(KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None,
-                                             examples)
-                    cached = (key, indexes)
+                    cached = (key, self._load(info))
                     self._indexes[info.slug] = cached
         return cached[1]
+
+    def _loading_lock(self, slug: str) -> threading.Lock:
+        with self._indexes_lock:
+            return self._loading.setdefault(slug, threading.Lock())
+
+    def _load(self, info: PersonaInfo) -> PersonaIndexes:
+        """A persona's indexes, read from the store."""
+        exact = info.chunks <= EXACT_LIMIT
+        stored = self.store.chunks(info.slug, with_embeddings=exact)
+        chunks = [c for c in stored if c.metadata.get("kind", "section") in PASSAGE_KINDS]
+        examples = ExampleIndex.build(stored, {c.id for c in chunks}) if exact else None
+        return PersonaIndexes(KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None, examples)
 
     def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
         """A scorer of sentences against a question: cosine of their embeddings."""

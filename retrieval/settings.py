@@ -121,6 +121,11 @@ class Settings(BaseSettings):
                     "carrying the key are trusted with it. Empty: one budget per client address.",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_ingest_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024,
+        description="Largest body of a live ingest (POST /v1/ingest: the cards and their sidecars as JSON), accepted "
+                    "only from a client allowed to ingest (the API key, or this machine without one); 413 above.",
+    )
     log_json: bool = Field(True, description="Structured JSON log lines with a request id (off: plain text).")
     models_root: Path | None = Field(
         None, validation_alias=AliasChoices("models_root", "PERSONA_MODELS_DIR"),

@@ -9,7 +9,8 @@ Layout inside Chroma:
 Publishing builds a complete new collection, then switches the registry pointer with one upsert,
 then drops the old collection: a reader sees the old index or the new one, never a mix or an
 empty one. Collections no pointer refers to (an ingest killed midway) are swept on the next
-publish.
+publish. On the embedded index each version also has a serving copy, a file the chunks are read from
+(:mod:`retrieval.snapshot`: Chroma keeps memory for every collection a process reads).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
+from retrieval import snapshot
 from retrieval.errors import IndexUnavailable, UnknownPersona
 from retrieval.settings import Settings
 from retrieval.types import PASSAGE_KINDS, Chunk, PersonaInfo
@@ -169,18 +172,42 @@ class Store:
 
     # -- reading ------------------------------------------------------------------------------
     def chunks(self, slug: str, with_embeddings: bool = False) -> list[StoredChunk]:
-        """All stored chunks of a persona (empty when it is not published)."""
-        pointer = self.pointer(slug)
-        if not pointer:
-            return []
+        """All stored chunks of a persona (empty when it is not published): from its version's serving copy
+        (:mod:`retrieval.snapshot`) when there is one, else from Chroma. A version switched and dropped between the
+        pointer's read and the chunks' is read again at the new pointer."""
+        for attempt in (1, 2):
+            pointer = self.pointer(slug)
+            if not pointer:
+                return []
+            try:
+                return self._read_version(pointer["collection"], with_embeddings)
+            except Exception as exc:
+                if attempt == 2 or self.pointer(slug) == pointer:
+                    raise IndexUnavailable(f"cannot read persona {slug!r} from {self.location}: {exc}") from exc
+        return []  # not reached
+
+    def _read_version(self, name: str, with_embeddings: bool) -> list[StoredChunk]:
+        copy = self._snapshot_path(name)
+        if copy is not None and copy.is_file():
+            try:
+                found = snapshot.read(copy, with_embeddings)
+                vectors = found.vectors
+                return _by_position([StoredChunk(cid, meta, vectors[i] if vectors is not None else None)
+                                     for i, (cid, meta) in enumerate(zip(found.ids, found.metadatas, strict=True))])
+            except (OSError, ValueError, KeyError) as exc:  # dropped meanwhile, or damaged: Chroma has it
+                log.warning("serving copy %s unreadable (%s); reading the collection", copy, exc)
         include = ["metadatas", "embeddings"] if with_embeddings else ["metadatas"]
-        got = self._collection(pointer["collection"]).get(include=include)
+        got = self._collection(name).get(include=include)
         embeddings = got.get("embeddings") if with_embeddings else None
         out = []
         for index, (cid, meta) in enumerate(zip(got["ids"], got["metadatas"] or [], strict=False)):
             vector = np.asarray(embeddings[index], dtype=np.float32) if embeddings is not None else None
             out.append(StoredChunk(cid, dict(meta or {}), vector))
-        return sorted(out, key=lambda c: int(c.metadata.get("position", 0)))
+        return _by_position(out)
+
+    def _snapshot_path(self, name: str) -> Path | None:
+        """Where the serving copy of version ``name`` lives; ``None`` on a Chroma server, which other hosts write to."""
+        return None if self.settings.chroma_url else snapshot.path_of(self.settings.data_dir, name)
 
     def query(self, slug: str, vector: np.ndarray, k: int, sections: Sequence[str] | None = None) -> list[Match]:
         """The ``k`` nearest passages of a persona (the card's own text, not its sidecar's questions),
@@ -236,6 +263,9 @@ class Store:
                 )
                 if on_batch:
                     on_batch(len(batch))
+            copy = self._snapshot_path(name)
+            if copy is not None:
+                snapshot.write(copy, [c.id for c in chunks], [c.metadata() for c in chunks], vectors)
             self._registry().upsert(
                 ids=[info.slug], embeddings=[_UNIT], documents=[info.slug],
                 metadatas=[{"collection": name, "model": model, "info": json.dumps(info.to_dict())}],
@@ -248,14 +278,36 @@ class Store:
             self._drop(old["collection"])
         return name
 
+    def remove(self, slug: str) -> bool:
+        """Unpublish a persona: its registry record goes (readers stop finding it), then its collection. ``False``
+        when it was not published."""
+        pointer = self.pointer(slug)
+        if not pointer:
+            return False
+        try:
+            self._registry().delete(ids=[slug])
+        except Exception as exc:
+            raise IndexUnavailable(f"cannot remove persona {slug!r} from {self.location}: {exc}") from exc
+        self._recent = None
+        self._drop(pointer["collection"])
+        return True
+
+    def slugs(self) -> list[str]:
+        """Every published persona's slug, read afresh (not through the query path's reuse)."""
+        return sorted(self._pointers())
+
     def sweep(self) -> list[str]:
-        """Drop persona collections that no pointer refers to (left by an interrupted ingest)."""
+        """Drop persona collections that no pointer refers to (left by an interrupted ingest), and their serving
+        copies."""
         live = {p["collection"] for p in self._pointers().values()}
         dropped = []
         for name in self._collection_names():
             if name.startswith("p-") and name not in live:
                 self._drop(name)
                 dropped.append(name)
+        if not self.settings.chroma_url:
+            for path in snapshot.stray(self.settings.data_dir, live):
+                path.unlink(missing_ok=True)
         return dropped
 
     def _collection_names(self) -> Iterable[str]:
@@ -266,10 +318,17 @@ class Store:
         self._recent = None
         self._collections.pop(name, None)
         self._counts.pop(name, None)
+        copy = self._snapshot_path(name)
+        if copy is not None:
+            copy.unlink(missing_ok=True)
         try:
             self.client.delete_collection(name)
         except Exception as exc:  # already gone, or the server is down: the sweep retries later
             log.debug("could not drop collection %s: %s", name, exc)
+
+
+def _by_position(chunks: list[StoredChunk]) -> list[StoredChunk]:
+    return sorted(chunks, key=lambda c: int(c.metadata.get("position", 0)))
 
 
 _LOCKS: dict[str, Any] = {}
@@ -304,8 +363,9 @@ def exclusive(settings: Settings, serving_at: str | None = None):
             lock.acquire()
         except Timeout:
             raise IndexUnavailable(
-                f"the index at {settings.data_dir} is in use by another process (a running server?). "
-                "Stop it first, or share one index through a Chroma server with PERSONA_CHROMA_URL."
+                f"the index at {settings.data_dir} is in use by another process (another `persona ingest`, or a "
+                "server that did not note its address). Wait for it or stop it, name the server (`persona ingest "
+                "--server URL`), or share one index through a Chroma server with PERSONA_CHROMA_URL."
             ) from None
         wrote = False
         try:

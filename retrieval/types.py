@@ -182,6 +182,82 @@ class Answer:
         }
 
 
+CalibrationSource = Literal["settings", "sidecar"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where a persona's coverage thresholds (``min_score``, ``boundary_margin``, ``confident_score``) come from.
+
+    ``settings``: the service's own (``PERSONA_MIN_SCORE`` ...), derived by ``persona eval`` on the Sales Manager
+    dev sets and shared by every card; their values are the serving process's settings, so none is recorded
+    here. A calibration of the card's own (``sidecar``: derived at ingest from its sidecar's questions) records
+    its values beside its source.
+    """
+
+    source: CalibrationSource = "settings"
+    min_score: float | None = None
+    boundary_margin: float | None = None
+    confident_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"source", "min_score", "boundary_margin", "confident_score"}``, the values ``null`` for ``settings``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class CardStatus:
+    """What a card brings beyond its text, recorded at ingest: its sidecar's example questions (they tune the
+    search to the way people ask) and boundary questions (near-domain questions it does not cover, refused), and
+    how its coverage thresholds were calibrated."""
+
+    examples: int = 0
+    boundary: int = 0
+    calibration: Calibration = field(default_factory=Calibration)
+
+    @classmethod
+    def of(cls, chunks: Sequence[Chunk], calibration: Calibration | None = None) -> CardStatus:
+        """The status of a card whose sidecar gave ``chunks`` (its example and boundary questions)."""
+        return cls(sum(c.kind == "example" for c in chunks), sum(c.kind == "boundary" for c in chunks),
+                   calibration or Calibration())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"examples": self.examples, "boundary": self.boundary, "calibration": self.calibration.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CardStatus:
+        return cls(int(data.get("examples", 0)), int(data.get("boundary", 0)),
+                   Calibration.from_dict(data.get("calibration") or {}))
+
+    def warnings(self, slug: str, card: str | None = None) -> list[str]:
+        """What the card lacks, said to its operator (information, not an error); ``card``: its file, when known."""
+        sidecar = f"{slug}.examples.yaml"
+        enrich = f"`persona enrich {card or '<its card file>'}`"
+        half = ("it finds the right passage about half as often (section hit@1 0.42 against 0.75 with them on the "
+                "Sales Manager chat test set)")
+        refuse = "near-domain questions the card does not cover are answered more often than refused"
+        if not self.examples and not self.boundary:
+            return [f"{slug} has no example questions and no boundary questions (no sidecar {sidecar}): {half}, and "
+                    f"{refuse}; {enrich} writes example questions into {sidecar}, whose not_covered list takes the "
+                    "boundary"]
+        found = []
+        if not self.examples:
+            found.append(f"{slug} has no example questions in {sidecar}: {half}; {enrich} writes them")
+        if not self.boundary:
+            found.append(f"{slug} has no boundary questions (not_covered in {sidecar}): {refuse}; list some there "
+                         "(`persona enrich` writes example questions only)")
+        return found
+
+
+NOT_RECORDED = ("its example and boundary questions were not recorded (ingested before persona-rag recorded them); "
+                "`persona ingest` records them")
+
+
 @dataclass(frozen=True)
 class PersonaInfo:
     """What the index knows about one persona, stored beside its chunks."""
@@ -197,9 +273,16 @@ class PersonaInfo:
     fingerprint: str = ""
     category: str = ""
     tags: list[str] = field(default_factory=list)
+    status: CardStatus | None = None  # None: ingested before the status was recorded
+
+    @property
+    def warnings(self) -> list[str]:
+        """What its card lacks (see :meth:`CardStatus.warnings`)."""
+        return self.status.warnings(self.slug) if self.status else [f"{self.slug}: {NOT_RECORDED}"]
 
     def public(self) -> dict[str, Any]:
-        """The fields of the HTTP contract."""
+        """The fields of the HTTP contract, with the card's status (``null`` counts when it was not recorded)."""
+        status = self.status
         return {
             "slug": self.slug,
             "title": self.title,
@@ -207,15 +290,23 @@ class PersonaInfo:
             "summary": self.summary,
             "sections": list(self.sections),
             "chunks": self.chunks,
+            "example_questions": status.examples if status else None,
+            "boundary_questions": status.boundary if status else None,
+            "calibration": status.calibration.to_dict() if status else None,
+            "warnings": self.warnings,
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["status"] = self.status.to_dict() if self.status else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PersonaInfo:
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        status = values.pop("status", None)
+        return cls(**values, status=CardStatus.from_dict(status) if status else None)
 
 
 @dataclass(frozen=True)

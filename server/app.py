@@ -12,7 +12,7 @@ from generation.registry import generators
 from generation.service import PersonaService
 from retrieval.settings import Settings
 from retrieval.store import exclusive
-from server import errors, health, mcp_http, openai_api, page, routes, stream
+from server import errors, health, ingest_api, mcp_http, openai_api, page, routes, stream
 from server.middleware import install_middleware
 
 
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
             finally:
                 if warming is not None:  # the index is not let go while it is being read
                     await run_in_threadpool(warming.join)
+                await run_in_threadpool(app.state.ingests.join)  # nor while a live ingest writes
 
     app = FastAPI(
         title="persona-rag",
@@ -46,11 +47,13 @@ def create_app(settings: Settings | None = None, service: PersonaService | None 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.ingests = ingest_api.Ingests()
     errors.install(app)
     install_middleware(app, settings)
     app.include_router(routes.router)
     app.include_router(stream.router)
     page.install(app)
     app.include_router(openai_api.router)
+    app.include_router(ingest_api.router)
     mcp_http.mount(app)
     return app

@@ -47,17 +47,14 @@ def status(found: dict[str, str]) -> str:
 
 
 def warm_up(service: Retriever) -> dict[str, str]:
-    """Open the index, load the personas' indexes and the model before the first request.
+    """Open the index and load the model before the first request; the personas' indexes load afterwards
+    (:func:`warm_indexes`), or with the first question to each, so that start-up takes as long with 100 cards as
+    with one.
 
     What is missing is logged as one clear error per component; the server still starts, so that ``/healthz``
     can say what is wrong (503) and the API answers 503 with the same message.
     """
     found = _index_problems(service)
-    if not found:
-        try:
-            service.load_indexes()
-        except PersonaError as exc:  # logged; the first question meets it again and reports it
-            log.warning("loading the indexes failed: %s", exc.message)
     found.update(_model_problems(service, embed=True))
     for component, message in found.items():
         log.error("start-up check failed: %s: %s (GET /healthz answers 503 until this is fixed)", component, message)

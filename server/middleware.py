@@ -14,6 +14,7 @@ read the errors, and over-size or over-rate requests are refused before anyone l
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import math
 import re
@@ -89,33 +90,60 @@ class RequestContext:
             logs.request_id.reset(token)
 
 
+INGEST_PATH = "/v1/ingest"
+
+
+def may_ingest(scope: Scope, api_key: str | None) -> bool:
+    """Whether a request may hand the server cards to ingest: it carries the API key when one is set; without a
+    key, it comes from this machine (a loopback address), since anyone else could then rewrite the personas."""
+    if api_key:
+        return key_matches(Headers(scope=scope), api_key.encode("utf-8"))
+    client = scope.get("client")
+    try:
+        return client is not None and ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:  # not an address (a test client's name)
+        return False
+
+
 class BodyLimit:
     """Refuse bodies over ``max_bytes`` with 413, before the body is read whole.
 
     A declared ``Content-Length`` over the limit is refused at once; otherwise the body is counted
     as it streams in and refused as soon as it passes the limit. An accepted body (at most
-    ``max_bytes``) is handed to the app unchanged.
+    ``max_bytes``) is handed to the app unchanged. A live ingest (:data:`INGEST_PATH`) from a client that
+    may ingest (:func:`may_ingest`) may send up to ``ingest_bytes``: cards with their sidecars.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, ingest_bytes: int | None = None,
+                 api_key: str | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.ingest_bytes = ingest_bytes or max_bytes
+        self.api_key = api_key
 
-    def _too_large(self, scope: Scope) -> JSONResponse:
-        return _error(scope, 413, f"request body too large: at most {self.max_bytes} bytes are accepted",
+    def limit(self, scope: Scope) -> int:
+        """The largest body this request may send."""
+        if scope["path"] == INGEST_PATH and may_ingest(scope, self.api_key):
+            return max(self.max_bytes, self.ingest_bytes)
+        return self.max_bytes
+
+    def _too_large(self, scope: Scope, limit: int) -> JSONResponse:
+        setting = "PERSONA_MAX_INGEST_BYTES" if limit != self.max_bytes else "PERSONA_MAX_BODY_BYTES"
+        return _error(scope, 413, f"request body too large: at most {limit} bytes are accepted ({setting})",
                       "payload_too_large")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope)
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
                 await _error(scope, 400, "invalid Content-Length header", "bad_request")(scope, receive, send)
                 return
-            if int(declared) > self.max_bytes:
-                await self._too_large(scope)(scope, receive, send)
+            if int(declared) > limit:
+                await self._too_large(scope, limit)(scope, receive, send)
                 return
         parts: list[bytes] = []
         total = 0
@@ -125,8 +153,8 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > self.max_bytes:
-                await self._too_large(scope)(scope, receive, send)
+            if total > limit:
+                await self._too_large(scope, limit)(scope, receive, send)
                 return
             parts.append(chunk)
             if not message.get("more_body", False):
@@ -303,7 +331,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     if settings.rate_limit:
         app.add_middleware(RateLimit, rate=settings.rate_limit, user_headers=settings.rate_limit_user_headers,
                            api_key=settings.api_key)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, ingest_bytes=settings.max_ingest_bytes,
+                       api_key=settings.api_key)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key", REQUEST_ID_HEADER],

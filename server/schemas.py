@@ -70,6 +70,16 @@ class AskRequest(Strict):
         return conversation(self.history)
 
 
+class CalibrationOut(BaseModel):
+    source: Literal["settings", "sidecar"] = Field(
+        description="Where the persona's coverage thresholds come from: settings (the service's PERSONA_MIN_SCORE, "
+                    "PERSONA_BOUNDARY_MARGIN, PERSONA_CONFIDENT_SCORE, shared by every card), or its own (with the "
+                    "values).")
+    min_score: float | None = None
+    boundary_margin: float | None = None
+    confident_score: float | None = None
+
+
 class PersonaOut(BaseModel):
     slug: str
     title: str
@@ -77,6 +87,13 @@ class PersonaOut(BaseModel):
     summary: str
     sections: list[str]
     chunks: int
+    example_questions: int | None = Field(description="Its sidecar's example questions (they tune the search); null "
+                                                       "when the index predates this field.")
+    boundary_questions: int | None = Field(description="Its sidecar's not_covered questions (near-domain questions "
+                                                        "it refuses).")
+    calibration: CalibrationOut | None
+    warnings: list[str] = Field(description="What the card lacks (no example or boundary questions): information, "
+                                            "not an error.")
 
 
 class PersonasResponse(BaseModel):

@@ -109,7 +109,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+CHEF = """title: Pastry Chef
+slug: pastry-chef
+summary: Makes desserts and breads in a professional kitchen.
+sections:
+  - heading: Rules of Thumb
+    markdown: |
+      - **Weigh everything.** Never measure flour by volume.
+"""
+
+
 def test_serve_ingests_seeds_then_answers_over_http(tmp_path: Path) -> None:
+    """`make serve`, then `persona ingest` of a new card from a second terminal: it goes through the server holding
+    the index, and the new persona answers without a restart."""
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     shutil.copy(SEED, seeds / SEED.name)
@@ -129,9 +141,22 @@ def test_serve_ingests_seeds_then_answers_over_http(tmp_path: Path) -> None:
         body = httpx.post(f"http://127.0.0.1:{port}/v1/ask", timeout=30,
                           json={"question": "How much pipeline do I need to hit my quota?"}).json()
         assert body["grounded"] and body["citations"][0]["id"].startswith("sales-manager/")
-        second = subprocess.run([*PERSONA, "ingest", str(seeds)], env=env, capture_output=True, text=True,
-                                timeout=120)
-        assert second.returncode == 2 and "in use by another process" in second.stderr
+        (tmp_path / "pastry-chef.yaml").write_text(CHEF, encoding="utf-8")
+        second = subprocess.run([*PERSONA, "ingest", str(tmp_path / "pastry-chef.yaml")], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert second.returncode == 0, second.stderr
+        assert "pastry-chef: 3 chunks, 3 added, 0 changed, 0 removed, 3 embedded" in second.stderr
+        assert "0 example questions, 0 boundary questions; thresholds: settings" in second.stderr
+        assert "warning: pastry-chef has no example questions and no boundary questions" in second.stderr
+        assert f"`persona enrich {tmp_path / 'pastry-chef.yaml'}`" in second.stderr
+        chef = httpx.post(f"http://127.0.0.1:{port}/v1/ask", timeout=30,
+                          json={"question": "how do I measure flour?", "persona": "pastry-chef"}).json()
+        assert chef["grounded"] and chef["citations"][0]["id"].startswith("pastry-chef/")
+        listed = subprocess.run([*PERSONA, "personas"], env=env, capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert "(3 chunks; 0 example questions, 0 boundary questions; thresholds: settings)" in listed.stdout
+        assert "warning: pastry-chef has no example questions" in listed.stderr
+        assert "warning: sales-manager has no example questions" in listed.stderr  # its sidecar was not copied
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from ingest.indexer import ingest
+from ingest.examples import sidecar_path
+from ingest.indexer import CardFile, ingest, validate
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.settings import Settings
 from retrieval.store import Store
+from retrieval.types import Calibration, CardStatus
 from tests.conftest import SEED
 
 
@@ -91,18 +94,20 @@ def test_changed_item_reembeds_only_that_id_and_removed_item_disappears(
     assert np.allclose(kept, before["sales-manager/guiding-principles/inspect-what-you-expect"])
 
 
+PASTRY_CHEF = {
+    "title": "Pastry Chef", "slug": "pastry-chef", "aliases": ["Patissier"],
+    "summary": "Makes desserts and breads in a professional kitchen.",
+    "sections": [
+        {"heading": "Core Mission", "markdown": "Turn out consistent, beautiful pastry every service."},
+        {"heading": "Rules of Thumb", "markdown": "- Weigh everything; never measure flour by volume.\n"
+                                                  "- Rest laminated dough cold before every fold."},
+    ],
+}
+
+
 def test_second_card_gives_second_persona(seeds_dir: Path, store: Store, settings: Settings,
                                           embedder: Embedder) -> None:
-    card = {
-        "title": "Pastry Chef", "slug": "pastry-chef", "aliases": ["Patissier"],
-        "summary": "Makes desserts and breads in a professional kitchen.",
-        "sections": [
-            {"heading": "Core Mission", "markdown": "Turn out consistent, beautiful pastry every service."},
-            {"heading": "Rules of Thumb", "markdown": "- Weigh everything; never measure flour by volume.\n"
-                                                      "- Rest laminated dough cold before every fold."},
-        ],
-    }
-    (seeds_dir / "pastry-chef.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
+    (seeds_dir / "pastry-chef.yaml").write_text(yaml.safe_dump(PASTRY_CHEF), encoding="utf-8")
     run(seeds_dir, store, embedder, settings)
     assert [p.slug for p in store.personas()] == ["pastry-chef", "sales-manager"]
     chef = store.chunks("pastry-chef")
@@ -133,3 +138,43 @@ def test_interrupted_publish_leaves_old_version_and_is_swept(seeds_dir: Path, st
     assert store.pointer("sales-manager") == before
     assert "p-sales-manager-orphan" in store.sweep()
     assert len(store.chunks("sales-manager")) == 103
+
+
+def test_each_card_s_status_is_recorded_with_its_persona(seeds_dir: Path, store: Store, settings: Settings,
+                                                         embedder: Embedder) -> None:
+    """What each card has (its sidecar's example and boundary questions, where its thresholds come from) is stored
+    at ingest beside the persona, and read back, not recomputed; a card without them is told `persona enrich`."""
+    shutil.copy(sidecar_path(SEED), seeds_dir)
+    (seeds_dir / "pastry-chef.yaml").write_text(yaml.safe_dump(PASTRY_CHEF), encoding="utf-8")
+    report = run(seeds_dir, store, embedder, settings)
+    manager = store.persona("sales-manager")
+    assert manager.status == CardStatus(1768, 188, Calibration("settings")) and manager.warnings == []
+    assert report.changes[1].status_line() == "  1768 example questions, 188 boundary questions; thresholds: settings"
+    chef = store.persona("pastry-chef")
+    assert (chef.status.examples, chef.status.boundary) == (0, 0)
+    [warning] = [line for line in report.lines() if line.startswith("warning:")]
+    assert f"`persona enrich {seeds_dir / 'pastry-chef.yaml'}`" in warning and "pastry-chef.examples.yaml" in warning
+
+
+def test_prune_removes_the_personas_of_cards_not_ingested(seeds_dir: Path, store: Store, settings: Settings,
+                                                          embedder: Embedder) -> None:
+    (seeds_dir / "pastry-chef.yaml").write_text(yaml.safe_dump(PASTRY_CHEF), encoding="utf-8")
+    run(seeds_dir, store, embedder, settings)
+    kept = ingest([seeds_dir / "pastry-chef.yaml"], store, embedder, settings.model)  # without --prune: kept
+    assert not kept.removed and store.slugs() == ["pastry-chef", "sales-manager"]
+    gone = store.pointer("sales-manager")["collection"]
+    report = ingest([seeds_dir / "pastry-chef.yaml"], store, embedder, settings.model, prune=True)
+    assert report.removed == ["sales-manager"] and store.slugs() == ["pastry-chef"]
+    assert gone not in set(store._collection_names()) and store.chunks("sales-manager") == []
+    assert "sales-manager: removed (its card was not among those ingested)" in report.lines()
+
+
+def test_cards_sent_as_text_are_validated_naming_the_file_they_came_from() -> None:
+    card = CardFile("cards/chef.yaml", yaml.safe_dump(PASTRY_CHEF), sidecar="card: someone-else\n")
+    with pytest.raises(InvalidCard) as caught:
+        validate([card])
+    assert caught.value.message == ("cards/chef.examples.yaml: field 'card': the slug of the card beside it "
+                                    "('pastry-chef') expected, got 'someone-else'")
+    [ok] = validate([CardFile("cards/chef.yaml", yaml.safe_dump(PASTRY_CHEF))])
+    assert ok.card.slug == "pastry-chef" and [c.kind for c in ok.passages] == ["overview", "section", "section",
+                                                                               "item", "item"] and ok.extra == []

@@ -41,7 +41,10 @@ def test_personas(client: TestClient) -> None:
     [persona] = client.get("/v1/personas").json()["personas"]
     assert persona["slug"] == "sales-manager" and persona["title"] == "Sales Manager"
     assert len(persona["sections"]) == 20 and persona["chunks"] == 103
-    assert set(persona) == {"slug", "title", "aliases", "summary", "sections", "chunks"}
+    assert set(persona) == {"slug", "title", "aliases", "summary", "sections", "chunks", "example_questions",
+                            "boundary_questions", "calibration", "warnings"}
+    assert (persona["example_questions"], persona["boundary_questions"], persona["warnings"]) == (1768, 188, [])
+    assert persona["calibration"]["source"] == "settings"  # the service's thresholds, no card's own
 
 
 def test_retrieve_contract(client: TestClient) -> None:

@@ -44,6 +44,7 @@ def test_ingest_through_the_server(ingested: subprocess.CompletedProcess[str], e
     assert "sales-manager:" in ingested.stderr and "embedded" in ingested.stderr
     assert "exporting all-MiniLM-L6-v2 to ONNX" in ingested.stderr  # once, before embedding with it
     assert (Path(env["PERSONA_DATA_DIR"]) / "models" / "all-MiniLM-L6-v2" / "model.onnx").is_file()
+    assert not (Path(env["PERSONA_DATA_DIR"]) / "serving").exists()  # no local copies of a shared index
     again = subprocess.run([*PERSONA, "personas", "--json"], env=env, capture_output=True, text=True, timeout=300,
                            cwd=ROOT)
     assert again.returncode == 0 and '"slug": "sales-manager"' in again.stdout
