@@ -14,7 +14,7 @@ from retrieval.embedder import Embedder
 from retrieval.registry import Registry
 from retrieval.service import Retrieval, Retriever, clean
 from retrieval.settings import Settings
-from retrieval.stages.coverage import judge
+from retrieval.stages.coverage import judge, thresholds_of
 from retrieval.store import Store
 from retrieval.types import Answer, AnswerEvent, Coverage, Hit, PersonaInfo
 
@@ -41,7 +41,7 @@ class PersonaService(Retriever):
         alone when the retrieval did not judge it)."""
         if coverage is None:
             s = self.settings
-            coverage = judge(hits[0].score if hits else 0.0, 0.0, s.min_score, s.boundary_margin, s.confident_score)
+            coverage = judge(hits[0].score if hits else 0.0, 0.0, *thresholds_of(info, s))
         return Context(info, question, hits, self.similarity(question), self.settings, instructions, coverage)
 
     def answer_from(self, info: PersonaInfo, question: str, hits: list[Hit], generator: str | None = None,

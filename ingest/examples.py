@@ -31,6 +31,17 @@ MAX_EXAMPLE_CHARS = 500
 MAX_EXAMPLES = 20_000
 
 
+class OwnThresholds(BaseModel):
+    """Coverage thresholds recorded in a sidecar: derived from the card's own dev questions (``persona eval``
+    prints them), they take precedence over those ingest derives from the examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_score: float = Field(ge=0.0, le=1.0)
+    boundary_margin: float = Field(ge=-1.0, le=1.0)
+    confident_score: float = Field(ge=0.0, le=1.0)
+
+
 class Sidecar(BaseModel):
     """The sidecar file, validated: every question a non-blank string of at most 500 characters."""
 
@@ -39,6 +50,7 @@ class Sidecar(BaseModel):
     card: str = Field(min_length=1)
     examples: dict[str, list[str]] = Field(default_factory=dict)
     not_covered: list[str] = Field(default_factory=list)
+    calibration: OwnThresholds | None = None
 
     @field_validator("examples")
     @classmethod
@@ -168,5 +180,5 @@ def tuned_chunks(passages: list[Chunk], extra: list[Chunk], vectors: np.ndarray)
 def write_sidecar(path: Path, sidecar: Sidecar, header: str = "") -> None:
     """Write a sidecar as YAML (``header`` becomes leading ``#`` comment lines)."""
     lines = [f"# {line}".rstrip() for line in header.splitlines()]
-    body = yaml.safe_dump(sidecar.model_dump(), sort_keys=False, allow_unicode=True, width=120)
+    body = yaml.safe_dump(sidecar.model_dump(exclude_none=True), sort_keys=False, allow_unicode=True, width=120)
     path.write_text("\n".join([*lines, body]) if lines else body, encoding="utf-8")

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ingest.calibrate import CALIBRATION, thresholds
 from ingest.cards import Card, card_of, find_cards, read_card_text
 from ingest.chunking import chunk_card, items_of, normalise, plain
-from ingest.examples import read_sidecar_text, sidecar_chunks, sidecar_of, sidecar_path, tuned_chunks
+from ingest.examples import Sidecar, read_sidecar_text, sidecar_chunks, sidecar_of, sidecar_path, tuned_chunks
 from ingest.lint import LintWarning, lint_card
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
@@ -130,6 +131,7 @@ class CardToIngest:
     passages: list[Chunk]
     extra: list[Chunk]
     unknown: list[str]
+    sidecar: Sidecar | None = None
 
 
 def persona_info(card: Card, chunks: Sequence[Chunk], extra: Sequence[Chunk] = ()) -> PersonaInfo:
@@ -156,6 +158,7 @@ def persona_info(card: Card, chunks: Sequence[Chunk], extra: Sequence[Chunk] = (
     digest = hashlib.sha256(json.dumps(body.to_dict(), sort_keys=True).encode())
     if extra:
         digest.update(SIGNATURE.encode())  # how the sidecar's examples tune the passages' vectors
+    digest.update(CALIBRATION.encode())  # how its thresholds are derived
     for chunk in [*chunks, *extra]:
         digest.update(f"{chunk.id}\x00{chunk.content_hash}\x00".encode())
     return replace(body, fingerprint=digest.hexdigest()[:16])
@@ -190,7 +193,7 @@ def validate(files: Sequence[CardFile]) -> list[CardToIngest]:
                               f"items) in one card, got {len(passages)}")
         sidecar = sidecar_of(file.sidecar, file.sidecar_path, card.slug) if file.sidecar is not None else None
         extra, unknown = sidecar_chunks(sidecar, passages) if sidecar else ([], [])
-        cards.append(CardToIngest(file, card, passages, extra, unknown))
+        cards.append(CardToIngest(file, card, passages, extra, unknown, sidecar))
     return cards
 
 
@@ -233,6 +236,7 @@ def _ingest_card(loaded: CardToIngest, store: Store, embedder: Embedder, model: 
     pointer = store.pointer(card.slug)
     same_model = bool(pointer) and pointer.get("model") == model
     if same_model and json.loads(pointer["info"]).get("fingerprint") == info.fingerprint:
+        change.status = PersonaInfo.from_dict(json.loads(pointer["info"])).status or change.status
         return change
     stored = {c.id: c for c in store.chunks(card.slug, with_embeddings=same_model)} if pointer else {}
     new_ids = {c.id for c in chunks}
@@ -246,6 +250,9 @@ def _ingest_card(loaded: CardToIngest, store: Store, embedder: Embedder, model: 
     by_id = {c.id: v for c, v in zip(todo, vectors, strict=True)}
     matrix = np.stack([by_id[c.id] if c.id in by_id else reuse[c.id] for c in chunks]).astype(np.float32)
     change.embedded = len(todo)
+    info = replace(info, status=replace(info.status or CardStatus.of(extra),
+                                        calibration=thresholds(loaded.sidecar, passages, extra, matrix)))
+    change.status = info.status or CardStatus()
     tuned, tuned_vectors = tuned_chunks(passages, extra, matrix)
     if tuned:
         chunks, matrix = chunks + tuned, np.concatenate([matrix, tuned_vectors])

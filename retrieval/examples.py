@@ -10,10 +10,21 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from retrieval.store import StoredChunk
+
+GENERIC_BOUNDARY = Path(__file__).resolve().parent / "generic_boundary.yaml"
+
+
+def generic_questions() -> list[str]:
+    """The generic boundary: questions people type into an occupation persona's chat that no occupation's card
+    answers (far topics, work-adjacent law, pay, HR and software questions, chit-chat)."""
+    data = yaml.safe_load(GENERIC_BOUNDARY.read_text(encoding="utf-8"))
+    return list(dict.fromkeys(q.strip() for q in data["not_covered"]))
 
 
 def _unit(rows: list[np.ndarray], dimension: int) -> np.ndarray:

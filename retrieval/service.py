@@ -6,6 +6,7 @@ and eval all call that one.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -17,12 +18,12 @@ from retrieval.conversation import History, own_weights, with_context
 from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.embedder import CachedEmbedder, Embedder, serving_embedder
 from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
-from retrieval.examples import ExampleIndex
+from retrieval.examples import ExampleIndex, generic_questions
 from retrieval.pipeline import Pipeline, pipeline_for
 from retrieval.search import KeywordIndex
 from retrieval.settings import Settings
 from retrieval.stages.base import Corpus, PersonaIndexes, State
-from retrieval.stages.coverage import judge
+from retrieval.stages.coverage import judge, thresholds_of
 from retrieval.store import Store
 from retrieval.text import is_blank, passage_sentences
 from retrieval.types import PASSAGE_KINDS, Answer, Coverage, Hit, PersonaInfo
@@ -175,12 +176,12 @@ class Retriever:
         wanted = _match_sections(info, sections) if sections else None
         corpus = Corpus(info, self.embedder, self.store, self._persona_indexes)
         state = self.pipeline.run(State(query, info, k, wanted, corpus, vector), self._compute)
-        coverage = state.coverage or self._judge(state.hits[0].score if state.hits else 0.0, state.boundary)
+        coverage = state.coverage or self._judge(info, state.hits[0].score if state.hits else 0.0, state.boundary)
         return Retrieval(info, state.hits, coverage, query)
 
-    def _judge(self, top: float, boundary: float) -> Coverage:
-        s = self.settings
-        return judge(top, boundary, s.min_score, s.boundary_margin, s.confident_score)
+    def _judge(self, info: PersonaInfo, top: float, boundary: float) -> Coverage:
+        """The coverage judgement with the persona's own thresholds (else the settings')."""
+        return judge(top, boundary, *thresholds_of(info, self.settings))
 
     def search_conversation(self, question: str, history: History, persona: str | None = None,
                             k: int | None = None, standalone: str | None = None) -> Retrieval:
@@ -215,7 +216,7 @@ class Retriever:
         scored = sorted(((w * own.get(cid, floor_own) + (1 - w) * topic.get(cid, floor_topic), hit)
                          for cid, hit in pool.items()), key=lambda p: -p[0])[:k]
         c = weights.coverage
-        coverage = self._judge(c * alone.coverage.top + (1 - c) * both.coverage.top,
+        coverage = self._judge(alone.info, c * alone.coverage.top + (1 - c) * both.coverage.top,
                                c * alone.coverage.boundary + (1 - c) * both.coverage.boundary)
         return Retrieval(alone.info, _ranked([h for _, h in scored], [s for s, _ in scored]), coverage, contextual)
 
@@ -243,12 +244,21 @@ class Retriever:
             return self._loading.setdefault(slug, threading.Lock())
 
     def _load(self, info: PersonaInfo) -> PersonaIndexes:
-        """A persona's indexes, read from the store."""
+        """A persona's indexes, read from the store; a card without boundary questions of its own is judged against
+        the generic boundary (:attr:`generic_boundary`)."""
         exact = info.chunks <= EXACT_LIMIT
         stored = self.store.chunks(info.slug, with_embeddings=exact)
         chunks = [c for c in stored if c.metadata.get("kind", "section") in PASSAGE_KINDS]
         examples = ExampleIndex.build(stored, {c.id for c in chunks}) if exact else None
+        if examples is not None and not len(examples.boundary):
+            examples = replace(examples, boundary=self.generic_boundary)
         return PersonaIndexes(KeywordIndex.build(chunks), DenseIndex.build(chunks) if exact else None, examples)
+
+    @functools.cached_property
+    def generic_boundary(self) -> np.ndarray:
+        """The generic boundary's vectors (``retrieval/generic_boundary.yaml``: questions no occupation's card
+        answers), embedded once a process and shared by every card without a boundary of its own."""
+        return self.embedder.encode(generic_questions())
 
     def similarity(self, question: str) -> Callable[[list[str]], list[float]]:
         """A scorer of sentences against a question: cosine of their embeddings."""

@@ -182,17 +182,16 @@ class Answer:
         }
 
 
-CalibrationSource = Literal["settings", "sidecar"]
+CalibrationSource = Literal["settings", "card", "examples", "rule"]
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Where a persona's coverage thresholds (``min_score``, ``boundary_margin``, ``confident_score``) come from.
-
-    ``settings``: the service's own (``PERSONA_MIN_SCORE`` ...), derived by ``persona eval`` on the Sales Manager
-    dev sets and shared by every card; their values are the serving process's settings, so none is recorded
-    here. A calibration of the card's own (``sidecar``: derived at ingest from its sidecar's questions) records
-    its values beside its source.
+    """A persona's coverage thresholds (``min_score``, ``boundary_margin``, ``confident_score``) and where they come
+    from (``ingest/calibrate.py``): ``card``, recorded in its sidecar (derived from the card's own dev questions);
+    ``examples``, derived at ingest from its sidecar's example questions; ``rule``, the rule for a card without
+    examples; ``settings``, the service's own (``PERSONA_MIN_SCORE`` ..., an index ingested before cards had
+    thresholds of their own: no values recorded here).
     """
 
     source: CalibrationSource = "settings"
@@ -203,6 +202,11 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         """``{"source", "min_score", "boundary_margin", "confident_score"}``, the values ``null`` for ``settings``."""
         return asdict(self)
+
+    @property
+    def recorded(self) -> bool:
+        """Whether it holds values of its own (else the service's settings judge)."""
+        return None not in (self.min_score, self.boundary_margin, self.confident_score)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
@@ -223,8 +227,8 @@ class CardStatus:
     @classmethod
     def of(cls, chunks: Sequence[Chunk], calibration: Calibration | None = None) -> CardStatus:
         """The status of a card whose sidecar gave ``chunks`` (its example and boundary questions)."""
-        return cls(sum(c.kind == "example" for c in chunks), sum(c.kind == "boundary" for c in chunks),
-                   calibration or Calibration())
+        return cls(sum(c.kind == "example" for c in chunks),
+                   sum(c.kind == "boundary" and "#generic-" not in c.id for c in chunks), calibration or Calibration())
 
     def to_dict(self) -> dict[str, Any]:
         return {"examples": self.examples, "boundary": self.boundary, "calibration": self.calibration.to_dict()}
@@ -242,15 +246,14 @@ class CardStatus:
                 "Sales Manager chat test set)")
         refuse = "near-domain questions the card does not cover are answered more often than refused"
         if not self.examples and not self.boundary:
-            return [f"{slug} has no example questions and no boundary questions (no sidecar {sidecar}): {half}, and "
-                    f"{refuse}; {enrich} writes example questions into {sidecar}, whose not_covered list takes the "
-                    "boundary"]
+            return [f"{slug} has no example questions and no boundary questions of its own (no sidecar {sidecar}): "
+                    f"{half}, and {refuse}; {enrich} writes both into {sidecar}"]
         found = []
         if not self.examples:
             found.append(f"{slug} has no example questions in {sidecar}: {half}; {enrich} writes them")
         if not self.boundary:
-            found.append(f"{slug} has no boundary questions (not_covered in {sidecar}): {refuse}; list some there "
-                         "(`persona enrich` writes example questions only)")
+            found.append(f"{slug} has no boundary questions of its own (not_covered in {sidecar}; the generic boundary "
+                         f"stands in): {refuse}; {enrich} writes them")
         return found
 
 

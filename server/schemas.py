@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from retrieval.conversation import MAX_MESSAGES, History, Message
 from retrieval.service import MAX_K, MAX_QUERY_CHARS
 from retrieval.text import VISIBLE
+from retrieval.types import CalibrationSource
 
 NOT_BLANK = VISIBLE  # at least one character that is not white space
 Heading = Annotated[str, Field(min_length=1, max_length=200, pattern=NOT_BLANK)]
@@ -71,10 +72,12 @@ class AskRequest(Strict):
 
 
 class CalibrationOut(BaseModel):
-    source: Literal["settings", "sidecar"] = Field(
-        description="Where the persona's coverage thresholds come from: settings (the service's PERSONA_MIN_SCORE, "
-                    "PERSONA_BOUNDARY_MARGIN, PERSONA_CONFIDENT_SCORE, shared by every card), or its own (with the "
-                    "values).")
+    source: CalibrationSource = Field(
+        description="Where the persona's coverage thresholds come from: card (recorded in its sidecar, derived from "
+                    "the card's own dev questions), examples (derived at ingest from its sidecar's example questions), "
+                    "rule (the rule for a card without examples), settings (the service's PERSONA_MIN_SCORE, "
+                    "PERSONA_BOUNDARY_MARGIN, PERSONA_CONFIDENT_SCORE: an index ingested before cards had their own; "
+                    "no values).")
     min_score: float | None = None
     boundary_margin: float | None = None
     confident_score: float | None = None

@@ -29,7 +29,7 @@ def cli_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("cli") / "index"
     result = persona("ingest", str(SEED), data_dir=data_dir)
     assert result.returncode == 0, result.stderr
-    assert "sales-manager: 103 chunks + 1956 sidecar questions, 2059 added" in result.stderr
+    assert "sales-manager: 103 chunks + 1935 sidecar questions, 2038 added" in result.stderr
     assert "89 passages tuned to their examples" in result.stderr
     return data_dir
 
@@ -146,8 +146,8 @@ def test_serve_ingests_seeds_then_answers_over_http(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=120)
         assert second.returncode == 0, second.stderr
         assert "pastry-chef: 3 chunks, 3 added, 0 changed, 0 removed, 3 embedded" in second.stderr
-        assert "0 example questions, 0 boundary questions; thresholds: settings" in second.stderr
-        assert "warning: pastry-chef has no example questions and no boundary questions" in second.stderr
+        assert "0 example questions, 0 boundary questions; thresholds: rule" in second.stderr
+        assert "warning: pastry-chef has no example questions and no boundary questions of its own" in second.stderr
         assert f"`persona enrich {tmp_path / 'pastry-chef.yaml'}`" in second.stderr
         chef = httpx.post(f"http://127.0.0.1:{port}/v1/ask", timeout=30,
                           json={"question": "how do I measure flour?", "persona": "pastry-chef"}).json()

@@ -11,6 +11,7 @@ import yaml
 
 from ingest.examples import sidecar_path
 from ingest.indexer import CardFile, ingest, validate
+from retrieval.calibration import BARE
 from retrieval.embedder import Embedder
 from retrieval.errors import InvalidCard
 from retrieval.settings import Settings
@@ -148,10 +149,12 @@ def test_each_card_s_status_is_recorded_with_its_persona(seeds_dir: Path, store:
     (seeds_dir / "pastry-chef.yaml").write_text(yaml.safe_dump(PASTRY_CHEF), encoding="utf-8")
     report = run(seeds_dir, store, embedder, settings)
     manager = store.persona("sales-manager")
-    assert manager.status == CardStatus(1768, 188, Calibration("settings")) and manager.warnings == []
-    assert report.changes[1].status_line() == "  1768 example questions, 188 boundary questions; thresholds: settings"
+    assert manager.status == CardStatus(1747, 188, Calibration("card", 0.368, 0.035, 0.439)) and manager.warnings == []
+    assert report.changes[1].status_line() == "  1747 example questions, 188 boundary questions; thresholds: card"
     chef = store.persona("pastry-chef")
-    assert (chef.status.examples, chef.status.boundary) == (0, 0)
+    assert (chef.status.examples, chef.status.boundary) == (0, 0)  # the generic boundary is not its own
+    assert chef.status.calibration == Calibration("rule", BARE.min_score, BARE.boundary_margin, BARE.confident_score)
+    assert not any(c.metadata["kind"] == "boundary" for c in store.chunks("pastry-chef")), "the generic one is not"
     [warning] = [line for line in report.lines() if line.startswith("warning:")]
     assert f"`persona enrich {seeds_dir / 'pastry-chef.yaml'}`" in warning and "pastry-chef.examples.yaml" in warning
 
