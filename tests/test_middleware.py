@@ -69,6 +69,21 @@ def test_body_limit_stops_reading_at_the_limit() -> None:
     assert len(pulled) == 17  # 16 chunks fill 64 KiB exactly; the 17th passes the limit
 
 
+def test_only_a_client_allowed_to_ingest_may_send_a_larger_body(seeded_settings: Settings,
+                                                                 service: PersonaService) -> None:
+    """A live ingest carries cards and sidecars (PERSONA_MAX_INGEST_BYTES), but only from a client that may ingest:
+    the key is checked for it before the body is read, so a stranger cannot make the server buffer 64 MiB."""
+    big = {"cards": [{"path": "big.yaml", "text": "x" * 100_000}]}
+    with client_for(seeded_settings, service, rate_limit=None, api_key=KEY) as keyed:
+        stranger = keyed.post("/v1/ingest", json=big)
+        allowed = keyed.post("/v1/ingest", json=big, headers={"X-API-Key": KEY})
+        other_path = keyed.post("/v1/ask", json={"question": "x" * 100_000}, headers={"X-API-Key": KEY})
+    assert stranger.status_code == 413 and "PERSONA_MAX_BODY_BYTES" in stranger.json()["detail"]
+    assert allowed.status_code == 422 and allowed.json()["code"] == "invalid_card"  # read whole, then refused
+    assert allowed.json()["detail"].startswith("big.yaml: field '(card)': expected a mapping of card fields")
+    assert other_path.status_code == 413  # the larger limit is the ingest's alone
+
+
 def test_body_at_the_limit_reaches_validation(client: TestClient) -> None:
     body = json.dumps({"question": "x" * 60_000})
     response = client.post("/v1/ask", content=body, headers={"content-type": "application/json"})
