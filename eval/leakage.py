@@ -51,7 +51,8 @@ def near_duplicates(questions: Sequence[str], examples: Sequence[str], question_
 
 def _alike(a: str, b: str) -> bool:
     """difflib's ratio of ``a`` and ``b`` is at least :data:`MAX_RATIO`; its cheap upper bounds first (as
-    ``difflib.get_close_matches`` does), so most pairs never pay for the full ratio."""
+    ``difflib.get_close_matches`` does), so most pairs never pay for the full ratio. (The ratio depends on the
+    order of its arguments: callers that mean either way ask both.)"""
     matcher = difflib.SequenceMatcher(None, a, b)
     return matcher.real_quick_ratio() >= MAX_RATIO and matcher.quick_ratio() >= MAX_RATIO \
         and matcher.ratio() >= MAX_RATIO
@@ -65,5 +66,9 @@ def leaking(candidates: Sequence[str], questions: Sequence[str], candidate_vecto
         return set()
     closest = (candidate_vectors @ question_vectors.T).max(axis=1)
     plain = [normalise(q) for q in questions]
-    return {c for c, cosine in zip(candidates, closest, strict=True)
-            if cosine >= MAX_COSINE or any(_alike(normalise(c), other) for other in plain)}
+
+    def alike(candidate: str) -> bool:
+        mine = normalise(candidate)
+        return any(_alike(mine, other) or _alike(other, mine) for other in plain)
+
+    return {c for c, cosine in zip(candidates, closest, strict=True) if cosine >= MAX_COSINE or alike(c)}

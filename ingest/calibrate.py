@@ -1,9 +1,9 @@
 """A card's coverage thresholds at ingest (:func:`thresholds`), recorded beside its persona: the sidecar's own
-``calibration`` when it records one (derived from the card's own dev questions, as ``persona eval`` reports
-them); else derived from its example questions (:func:`retrieval.calibration.from_examples`); else the rule
-for a card without examples (:data:`retrieval.calibration.BARE`). No card uses another card's thresholds. (A
-card without boundary questions of its own is judged against the generic boundary at query time:
-``retrieval/service.py``.)
+``calibration`` for the embedding model when it records one (derived from the card's own dev questions, as
+``persona eval`` reports them); else derived from its example questions
+(:func:`retrieval.calibration.from_examples`); else the rule for a card without examples
+(:data:`retrieval.calibration.BARE`). No card uses another card's thresholds. (A card without boundary
+questions of its own is judged against the generic boundary at query time: ``retrieval/service.py``.)
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ CALIBRATION = f"calibration:{LOW_QUANTILE}:{CONFIDENT_QUANTILE}:{BOUNDARY_MARGIN
 """The rules' signature, in every persona's fingerprint: a changed rule derives the thresholds again."""
 
 
-def thresholds(sidecar: Sidecar | None, passages: Sequence[Chunk], extra: Sequence[Chunk],
-               vectors: np.ndarray) -> Calibration:
-    """The card's coverage thresholds and where they come from. ``vectors`` holds the embeddings of ``passages``
-    then ``extra`` (its sidecar's questions), row for row."""
-    if sidecar is not None and sidecar.calibration is not None:
-        own = sidecar.calibration
+def thresholds(sidecar: Sidecar | None, passages: Sequence[Chunk], extra: Sequence[Chunk], vectors: np.ndarray,
+               model: str) -> Calibration:
+    """The card's coverage thresholds under ``model`` and where they come from. ``vectors`` holds the embeddings of
+    ``passages`` then ``extra`` (its sidecar's questions), row for row."""
+    own = (sidecar.calibration or {}).get(model) if sidecar is not None else None
+    if own is not None:
         return Calibration("card", own.min_score, own.boundary_margin, own.confident_score)
     with_items = {c.section for c in passages if c.kind == "item"}
     ranked = [i for i, c in enumerate(passages) if not (c.kind == "section" and c.section in with_items)]

@@ -32,8 +32,8 @@ MAX_EXAMPLES = 20_000
 
 
 class OwnThresholds(BaseModel):
-    """Coverage thresholds recorded in a sidecar: derived from the card's own dev questions (``persona eval``
-    prints them), they take precedence over those ingest derives from the examples."""
+    """Coverage thresholds recorded in a sidecar for one embedding model: derived from the card's own dev questions
+    (``persona eval`` prints them), they take precedence over those ingest derives from the examples."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -50,7 +50,7 @@ class Sidecar(BaseModel):
     card: str = Field(min_length=1)
     examples: dict[str, list[str]] = Field(default_factory=dict)
     not_covered: list[str] = Field(default_factory=list)
-    calibration: OwnThresholds | None = None
+    calibration: dict[str, OwnThresholds] | None = None  # embedding model name -> the card's own thresholds
 
     @field_validator("examples")
     @classmethod

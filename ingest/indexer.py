@@ -251,7 +251,7 @@ def _ingest_card(loaded: CardToIngest, store: Store, embedder: Embedder, model: 
     matrix = np.stack([by_id[c.id] if c.id in by_id else reuse[c.id] for c in chunks]).astype(np.float32)
     change.embedded = len(todo)
     info = replace(info, status=replace(info.status or CardStatus.of(extra),
-                                        calibration=thresholds(loaded.sidecar, passages, extra, matrix)))
+                                        calibration=thresholds(loaded.sidecar, passages, extra, matrix, model)))
     change.status = info.status or CardStatus()
     tuned, tuned_vectors = tuned_chunks(passages, extra, matrix)
     if tuned:

@@ -35,7 +35,7 @@ def _new(stage: Callable[[], Stage]) -> StageFactory:
 
 
 def _coverage(settings: Settings) -> Stage:
-    return CoverageJudge(settings.min_score, settings.boundary_margin, settings.confident_score)
+    return CoverageJudge(settings)
 
 
 def _all_passages(_settings: Settings) -> Stage:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         description="Best-hit score from which an answer is 'high' confidence; between min_score and this it is "
                     "'low', framed as the closest guidance.",
     )
+    thresholds: Literal["card", "settings"] = Field(
+        "card", description="Whose coverage thresholds judge a card: its own, recorded at ingest (card), or "
+                            "min_score, boundary_margin and confident_score above for every card (settings).")
     api_key: str | None = Field(None, description="When set, required on every route but /healthz.")
     llm_base_url: str | None = Field(None, description="Base URL of an OpenAI-compatible server for the LLM generator.")
     llm_model: str | None = Field(None, description="Model name sent to the OpenAI-compatible server.")

@@ -29,7 +29,7 @@ def cli_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("cli") / "index"
     result = persona("ingest", str(SEED), data_dir=data_dir)
     assert result.returncode == 0, result.stderr
-    assert "sales-manager: 103 chunks + 1935 sidecar questions, 2038 added" in result.stderr
+    assert "sales-manager: 103 chunks + 1934 sidecar questions, 2037 added" in result.stderr
     assert "89 passages tuned to their examples" in result.stderr
     return data_dir
 
@@ -154,7 +154,7 @@ def test_serve_ingests_seeds_then_answers_over_http(tmp_path: Path) -> None:
         assert chef["grounded"] and chef["citations"][0]["id"].startswith("pastry-chef/")
         listed = subprocess.run([*PERSONA, "personas"], env=env, capture_output=True, text=True, timeout=120)
         assert listed.returncode == 0, listed.stderr
-        assert "(3 chunks; 0 example questions, 0 boundary questions; thresholds: settings)" in listed.stdout
+        assert "(3 chunks; 0 example questions, 0 boundary questions; thresholds: rule)" in listed.stdout
         assert "warning: pastry-chef has no example questions" in listed.stderr
         assert "warning: sales-manager has no example questions" in listed.stderr  # its sidecar was not copied
     finally:

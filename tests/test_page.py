@@ -258,7 +258,7 @@ def test_api_key_is_asked_for_on_401(browser: Browser, live_url: str, gate: KeyG
 def test_low_confidence_answer_is_marked_as_the_closest_guidance(browser: Browser, seeded_settings: Settings,
                                                                   service: PersonaService) -> None:
     """With ``confident_score`` above every score, each covered answer is the card's closest guidance."""
-    tentative = seeded_settings.model_copy(update={"confident_score": 0.99})
+    tentative = seeded_settings.model_copy(update={"confident_score": 0.99, "thresholds": "settings"})
     app = create_app(tentative, service=PersonaService(tentative, embedder=service.embedder, store=service.store))
     with uvicorn_server(app) as url:
         context = browser.new_context(**VIEWPORTS["wide"], reduced_motion="reduce")

@@ -43,7 +43,7 @@ def test_personas(client: TestClient) -> None:
     assert len(persona["sections"]) == 20 and persona["chunks"] == 103
     assert set(persona) == {"slug", "title", "aliases", "summary", "sections", "chunks", "example_questions",
                             "boundary_questions", "calibration", "warnings"}
-    assert (persona["example_questions"], persona["boundary_questions"], persona["warnings"]) == (1747, 188, [])
+    assert (persona["example_questions"], persona["boundary_questions"], persona["warnings"]) == (1746, 188, [])
     assert persona["calibration"] == {"source": "card", "min_score": 0.368, "boundary_margin": 0.035,
                                       "confident_score": 0.439}  # its own, recorded in its sidecar
 

@@ -63,7 +63,7 @@ def test_ask_events_stream_the_same_answer(service: PersonaService) -> None:
 def test_weakly_covered_questions_get_the_closest_guidance_framed_as_such(service: PersonaService) -> None:
     question = "How much pipeline do I need to hit my quota?"
     assert service.ask(question).confidence == "high"
-    tentative = PersonaService(service.settings.model_copy(update={"confident_score": 0.99}),
+    tentative = PersonaService(service.settings.model_copy(update={"confident_score": 0.99, "thresholds": "settings"}),
                                embedder=service.embedder, store=service.store)
     found = tentative.search(question)
     assert found.coverage.confidence == "low" and service.settings.min_score <= found.coverage.top < 0.99
