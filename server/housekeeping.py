@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from generation.service import PersonaService
+from retrieval.conversation import History, Message
 from retrieval.sections import role_of
 from retrieval.service import MAX_QUERY_CHARS
 from retrieval.text import question_of, strip_markdown
@@ -57,26 +58,19 @@ ASK_DEFAULT = "Tell me more about {t}."
 
 
 @dataclass(frozen=True)
-class Turn:
-    role: str
-    text: str
-
-
-@dataclass(frozen=True)
 class Request:
     """A recognised housekeeping prompt: what it asks for and the chat it is about."""
 
     task: Task
-    turns: list[Turn]
+    history: History
 
     @property
     def questions(self) -> list[str]:
-        return [t.text for t in self.turns if t.role == "user" and t.text]
+        return [m.text for m in self.history.messages if m.role == "user"]
 
     @property
     def last_reply(self) -> str:
-        replies = [t.text for t in self.turns if t.role == "assistant"]
-        return replies[-1] if replies else ""
+        return self.history.last_reply
 
 
 def recognise(text: str) -> Request | None:
@@ -92,20 +86,23 @@ def recognise(text: str) -> Request | None:
     key = _JSON_KEY.search(outside)
     if key is None:
         return None
-    turns = parse_history(history.group("history"))
-    if not any(t.role == "user" and t.text for t in turns):
+    chat = parse_history(history.group("history"))
+    if not chat:  # no user turn
         return None
-    return Request(key.group("key"), turns)  # type: ignore[arg-type]
+    return Request(key.group("key"), chat)  # type: ignore[arg-type]
 
 
-def parse_history(history: str) -> list[Turn]:
-    """``USER: ...`` / ``ASSISTANT: ...`` lines (a message may span lines) as turns."""
+def parse_history(history: str) -> History:
+    """``USER: ...`` / ``ASSISTANT: ...`` lines (a message may span lines) as the chat's turns (``SYSTEM:`` lines
+    are not turns)."""
     starts = list(_TURN.finditer(history))
     turns = []
     for here, after in zip(starts, [*starts[1:], None], strict=True):
         end = after.start() if after else len(history)
-        turns.append(Turn(here.group("role").lower(), history[here.end():end].strip()))
-    return turns
+        role = here.group("role").lower()
+        if role != "system":
+            turns.append(Message(role, history[here.end():end].strip()))  # type: ignore[arg-type]
+    return History.of(turns)
 
 
 def title_of(question: str, limit: int = TITLE_CHARS) -> str:

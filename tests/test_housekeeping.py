@@ -88,8 +88,8 @@ def test_questions_and_other_prompts_are_not_housekeeping() -> None:
 
 
 def test_history_turns_may_span_lines() -> None:
-    text = "USER: first line\nsecond line\nASSISTANT: reply\n\nSources:\n- [1] X\nUSER: next"
-    turns = housekeeping.parse_history(text)
+    text = "USER: first line\nsecond line\nASSISTANT: reply\n\nSources:\n- [1] X\nSYSTEM: be brief\nUSER: next"
+    turns = housekeeping.parse_history(text).messages
     assert [(t.role, t.text) for t in turns] == [("user", "first line\nsecond line"),
                                                  ("assistant", "reply\n\nSources:\n- [1] X"), ("user", "next")]
 
