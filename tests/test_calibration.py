@@ -92,7 +92,7 @@ def test_a_sidecar_calibration_is_validated(tmp_path: Path, embedder: Embedder) 
     seeds.mkdir()
     shutil.copy(SEED, seeds)
     sidecar = yaml.safe_load(sidecar_path(SEED).read_text())
-    sidecar["calibration"] = {"min_score": 2.0, "boundary_margin": 0.0, "confident_score": 0.5}
+    sidecar["calibration"] = {"all-MiniLM-L6-v2": {"min_score": 2.0, "boundary_margin": 0.0, "confident_score": 0.5}}
     sidecar_path(seeds / SEED.name).write_text(yaml.safe_dump(sidecar))
-    with pytest.raises(InvalidCard, match=r"calibration\.min_score"):
+    with pytest.raises(InvalidCard, match=r"calibration\.all-MiniLM-L6-v2\.min_score"):
         ingest([seeds], Store(Settings(data_dir=tmp_path / "index")), embedder, "all-MiniLM-L6-v2")
