@@ -34,6 +34,7 @@ import numpy as np
 
 from retrieval.errors import ModelUnavailable
 from retrieval.models import ArchiveMember, llama_model, resolve_model_path
+from retrieval.nonblocking import WouldBlock, blocking_allowed
 from retrieval.settings import DEFAULT_MODEL, Settings
 
 log = logging.getLogger(__name__)
@@ -296,16 +297,25 @@ class BatchingEmbedder:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return self.inner.encode([], batch_size)
+        return self.submit(texts, batch_size).result()
+
+    def submit(self, texts: list[str], batch_size: int = 64) -> Future:
+        """Queue ``texts`` and return at once: the future's result is their vectors (an event loop awaits it with
+        :func:`asyncio.wrap_future`, so that no thread of its own waits for the batch)."""
         if not self._threads:
-            with self._lock:
-                if not self._threads:
-                    self._threads = [threading.Thread(target=self._serve, name=f"embedder-batcher-{i}", daemon=True)
-                                     for i in range(self.workers)]
-                    for thread in self._threads:
-                        thread.start()
+            self._start()
         job = _Job(list(texts), batch_size)
         self._queue.put(job)
-        return job.future.result()
+        return job.future
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._threads:
+                threads = [threading.Thread(target=self._serve, name=f"embedder-batcher-{i}", daemon=True)
+                           for i in range(self.workers)]
+                for thread in threads:
+                    thread.start()
+                self._threads = threads
 
     def _serve(self) -> None:
         busy = False
@@ -318,6 +328,9 @@ class BatchingEmbedder:
                 idle = self._idle
             jobs = self._collect(first, wait=busy and self.workers == 1, share=idle)
             busy = len(jobs) > 1
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # a cancelled caller is gone
+            if not jobs:
+                continue
             texts = [t for job in jobs for t in job.texts]
             try:
                 vectors = self.inner.encode(texts, batch_size=max(self.max_batch, *(j.batch_size for j in jobs)))
@@ -380,15 +393,35 @@ class CachedEmbedder:
                 self._vectors.move_to_end(text)
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
+            if not blocking_allowed():  # on the event loop: the caller awaits the vectors, then asks again
+                raise WouldBlock("embedding", self._fill(missing, batch_size))
             fresh = self.inner.encode(missing, batch_size)
             found.update(zip(missing, fresh, strict=True))
-            with self._lock:
-                self._vectors.update(zip(missing, fresh, strict=True))
-                while len(self._vectors) > self.size:
-                    self._vectors.popitem(last=False)
+            self._keep(missing, fresh)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def _keep(self, texts: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            self._vectors.update(zip(texts, vectors, strict=True))
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+    def _fill(self, texts: list[str], batch_size: int) -> Future | None:
+        """The inner embedder's future of ``texts`` (``None`` when it cannot be awaited: it has no
+        :meth:`BatchingEmbedder.submit`). The batcher's thread keeps the vectors as the batch ends, before anyone
+        awaiting the future hears of it (a future calls back in the order the callbacks were added)."""
+        submit = getattr(self.inner, "submit", None)
+        if submit is None:
+            return None
+        def keep(done: Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._keep(texts, done.result())
+
+        future: Future = submit(texts, batch_size)
+        future.add_done_callback(keep)
+        return future
 
 
 @functools.cache
