@@ -16,6 +16,7 @@ from bench.stats import summary_ms
 from generation.service import PersonaService
 from retrieval.embedder import OnnxEmbedder, cpu_count, onnx_folder
 from retrieval.settings import Settings
+from server.app import one_blas_thread
 
 
 def timed_ms(call: Callable[[str], object], texts: Sequence[str]) -> list[float]:
@@ -34,13 +35,15 @@ def unique(questions: Sequence[str], n: int, tag: str) -> list[str]:
 
 
 def service_costs(settings: Settings, questions: Sequence[str], n: int) -> dict[str, dict[str, float]]:
-    """p50, p99 and mean ms of ``retrieve`` and ``ask`` over ``n`` new questions each (after a warm-up)."""
+    """p50, p99 and mean ms of ``retrieve`` and ``ask`` over ``n`` new questions each (after a warm-up), with numpy's
+    BLAS on one thread as the server runs it (:func:`server.app.one_blas_thread`)."""
     service = PersonaService(settings)
-    service.warm_up()  # as the server does at start-up: indexes loaded, the card's sentences embedded
-    for text in unique(questions, 10, "warm"):
-        service.ask(text)
-    return {"retrieve": summary_ms(timed_ms(service.retrieve, unique(questions, n, "inproc-r"))),
-            "ask": summary_ms(timed_ms(service.ask, unique(questions, n, "inproc-a")))}
+    with one_blas_thread():
+        service.warm_up()  # as the server does at start-up: indexes loaded, the card's sentences embedded
+        for text in unique(questions, 10, "warm"):
+            service.ask(text)
+        return {"retrieve": summary_ms(timed_ms(service.retrieve, unique(questions, n, "inproc-r"))),
+                "ask": summary_ms(timed_ms(service.ask, unique(questions, n, "inproc-a")))}
 
 
 def embed_cost(settings: Settings, questions: Sequence[str], batch: int = 16, batches: int = 20) -> dict[str, Any]:

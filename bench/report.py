@@ -1,4 +1,4 @@
-"""What a bench run means: the cores' limit per endpoint, the targets of issue 14, and the printed table."""
+"""What a bench run means: the cores' limit per endpoint, the targets (issues 14 and 23), and the printed tables."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import statistics
 from typing import Any
 
 ENDPOINTS = ("/v1/retrieve", "/v1/ask")
+PERSONAS = "/v1/personas"
 IN_PROCESS = {"/v1/retrieve": "retrieve", "/v1/ask": "ask"}
 HTTP_OVERHEAD_MS = {"/v1/retrieve": 1.0, "/v1/ask": 1.5}  # allowed over in-process at concurrency 1
 RSS_TARGET_MB = 350
 COLD_START_TARGET_S = 2.0
+CACHED_KEEPS = 0.9  # the cached path at c=16 keeps at least this share of its c=1 rate: no collapse
 
 
 def http_row(results: dict[str, Any], path: str, concurrency: int) -> dict[str, Any] | None:
@@ -19,8 +21,9 @@ def http_row(results: dict[str, Any], path: str, concurrency: int) -> dict[str, 
 def limit(path_rps: float, embed_ms: float, cores: int) -> dict[str, float]:
     """Requests/s the cores allow: min(1000 / path_ms, cores x 1000 / (path_ms + embed_ms)).
 
-    ``path_ms`` is the cost of one request without the embedder (``1000 / path_rps``, the same question
-    at concurrency 16, embedding cached); ``embed_ms`` the embedder's core-ms per query in batches."""
+    ``path_ms`` is the cost of one request without the embedder (``1000 / path_rps``, the same question at
+    concurrency 1, embedding cached: nothing contends there, so it is the path's own cost); ``embed_ms`` the
+    embedder's core-ms per query in batches."""
     path_ms = 1000 / path_rps
     path_bound, cores_bound = 1000 / path_ms, cores * 1000 / (path_ms + embed_ms)
     return {"path_ms": round(path_ms, 2), "embed_ms": embed_ms, "cores": cores, "path_bound": round(path_bound, 1),
@@ -69,10 +72,26 @@ def latency_targets(results: dict[str, Any], path: str) -> list[dict[str, Any]]:
     return checks
 
 
+def cached_target(results: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """The same question (embedding cached) at concurrency 16 against 1: the path must not collapse under load."""
+    one, sixteen = results["path_cost"].get(path), results.get("path_cost_c16", {}).get(path)
+    if not one or not sixteen or not one["rps"]:
+        return []
+    return [_check(f"{path} cached path: requests/s at c=16 >= {CACHED_KEEPS} x c=1",
+                   f"{sixteen['rps']} / {one['rps']} = {sixteen['rps'] / one['rps']:.2f} x",
+                   sixteen["rps"] >= CACHED_KEEPS * one["rps"])]
+
+
+def every_run(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every load run of the bench (for the errors target)."""
+    return [*results["http"], *results["path_cost"].values(), *results.get("path_cost_c16", {}).values(),
+            *results.get("personas", []), *(r for w in results.get("workers", []) for r in w["runs"])]
+
+
 def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with the measured value and whether it is met, from the numbers of one run."""
-    checks = [c for path in ENDPOINTS for c in latency_targets(results, path)]
-    runs = results["http"] + list(results["path_cost"].values())
+    checks = [c for path in ENDPOINTS for c in [*latency_targets(results, path), *cached_target(results, path)]]
+    runs = every_run(results)
     errors = sum(r["errors"] for r in runs)
     checks.append(_check("no errors", f"{errors} errors in {sum(r['requests'] for r in runs)} requests", errors == 0))
     cold = statistics.median(results["cold_start_s"])
@@ -129,6 +148,13 @@ def measure_rows(results: dict[str, Any]) -> list[str]:
     rows += [_row(f"path cost {path} (same question, c={r['concurrency']}): {results['limit'][path]['path_ms']} ms",
                   r["p50"], r["p99"], r["rps"], r["errors"], _cpu(r))
              for path, r in results["path_cost"].items() if path in results["limit"]]
+    for path, r in results.get("path_cost_c16", {}).items():
+        one = results["path_cost"].get(path)
+        keeps = f"{r['rps'] / one['rps']:.2f} x its c=1 rate" if one and one["rps"] else ""
+        rows.append(_row(f"cached path {path} (same question, c={r['concurrency']}): {keeps}", r["p50"], r["p99"],
+                         r["rps"], r["errors"], _cpu(r)))
+    rows += [_row(f"HTTP GET {r['path']} c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"], _cpu(r))
+             for r in results.get("personas", [])]
     for path, cap in results["limit"].items():
         rows.append(_row(f"limit {path} = min(1000 / {cap['path_ms']}, {cap['cores']} x 1000 / ({cap['path_ms']} + "
                          f"{cap['embed_ms']}))", "", "", cap["rps"]))
@@ -145,10 +171,40 @@ def measure_rows(results: dict[str, Any]) -> list[str]:
         if spent:
             rows.append(_row(f"{path} c=16 core-ms: (path cost + embedder) / spent = {spent['needed']} / "
                              f"{spent['spent']}", "", "", f"{spent['ratio']:.2f} x"))
-    rows += [_row(f"scale-out {r['workers']} worker(s) x {r['embed_threads']} threads, {r['path']} "
-                  f"c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"])
-             for r in results.get("scale_out", [])]
+    rows += [_row(f"persona serve --workers {w['workers']}: {r['path']} {'new' if r['unique'] else 'same'} question "
+                  f"c={r['concurrency']}", r["p50"], r["p99"], r["rps"], r["errors"], _cpu(r))
+             for w in results.get("workers", []) for r in w["runs"]]
     return rows
+
+
+def cell(row: dict[str, Any] | None) -> str:
+    """A cell of the issue's table: requests/s, p50 and p99."""
+    return f"{row['rps']} rps, p50 {row['p50']} ms, p99 {row['p99']} ms" if row else "not run"
+
+
+def issue_table(results: dict[str, Any]) -> list[str]:
+    """Issue 23's table: each kind of request at concurrency 1 and 16."""
+    personas = {r["concurrency"]: r for r in results.get("personas", [])}
+    lines = ["| | c=1 | c=16 |", "|---|---|---|"]
+    for path in ENDPOINTS:
+        cached = (results["path_cost"].get(path), results.get("path_cost_c16", {}).get(path))
+        lines.append(f"| `{path}`, the same question each time (cached embedding: the path alone) | "
+                     f"{cell(cached[0])} | {cell(cached[1])} |")
+        lines.append(f"| `{path}`, a new question each time | {cell(http_row(results, path, 1))} | "
+                     f"{cell(http_row(results, path, 16))} |")
+    lines.append(f"| `{PERSONAS}` (the HTTP stack) | {cell(personas.get(1))} | {cell(personas.get(16))} |")
+    return lines
+
+
+def workers_lines(results: dict[str, Any]) -> list[str]:
+    """Each worker count's processes: resident memory idle and under load, and unique memory (USS) idle."""
+    lines = []
+    for w in results.get("workers", []):
+        parts = [f"{p['role']} {p.get('idle_mb', '?')} MB idle (USS {p.get('uss_mb', '?')}), "
+                 f"{p.get('under_load_mb', '?')} MB under load" for p in w["processes"]]
+        lines.append(f"persona serve --workers {w['workers']}: " + "; ".join(parts) +
+                     f"; all together, highest under load {w['total_under_load_mb']} MB")
+    return lines
 
 
 def render(results: dict[str, Any]) -> str:
@@ -160,7 +216,8 @@ def render(results: dict[str, Any]) -> str:
              "| measure | p50 ms | p99 ms | requests/s | errors | server core-ms a request (cores) |",
              "|---|---|---|---|---|---|", *measure_rows(results), "",
              f"cold start to first answer (s): {results['cold_start_s']}; server RSS: idle {results['rss_mb']['idle']}"
-             f" MB, highest under load {results['rss_mb']['under_load']} MB"]
+             f" MB, highest under load {results['rss_mb']['under_load']} MB", *workers_lines(results), "",
+             *issue_table(results)]
     if "ingest" in results:
         ing = results["ingest"]
         lines.append(f"ingest: {ing['cards']} cards, {ing['chunks']} chunks in {ing['ingest_seconds']} s = "

@@ -1,4 +1,4 @@
-"""One ``persona bench`` run: in-process costs, HTTP under load, the cores' limit, cold start, memory.
+"""One ``persona bench`` run: in-process costs, HTTP under load, the cores' limit, cold start, memory, workers.
 
 In order:
 
@@ -6,10 +6,12 @@ In order:
    (one onnxruntime thread, so milliseconds are core-milliseconds);
 2. ``persona serve`` (rate limit off, ``MALLOC_ARENA_MAX=2`` as ``make serve``) under the load generator
    (:mod:`bench.load`): every concurrency level for ``/v1/retrieve`` and ``/v1/ask`` with a new question
-   per request, then each endpoint's path cost (the same question at concurrency 16: embedding cached);
-   the server's RSS is sampled throughout;
+   per request, then each endpoint's path cost (the same question, embedding cached, at concurrency 1, and at 16
+   to see that it does not collapse), then ``GET /v1/personas`` at 1 and 16; the server's RSS is sampled
+   throughout;
 3. cold start: process start to the first answered ``/v1/ask`` over the existing index;
-4. optionally ingest throughput on synthetic cards and scale-out (:mod:`bench.scale`).
+4. ``persona serve --workers N`` for N = 1 and 2 (:mod:`bench.workers`): each process's memory, and throughput;
+5. optionally ingest throughput on synthetic cards (:mod:`bench.scale`).
 
 The limit and the targets are derived from the numbers of the same run (:mod:`bench.report`).
 """
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import report
 from bench.load import LoadPlan, generator, run_load
+from bench.load import load_with_cpu as load_with_cpu_of
 from bench.questions import bench_questions
 from bench.servers import (
     ROOT,
@@ -44,14 +47,15 @@ from bench.servers import (
     stop,
     wait_until_up,
 )
-from bench.stats import RssSampler, cpu_seconds
+from bench.stats import RssSampler
+from bench.workers import compare_workers
 
 if TYPE_CHECKING:  # the retrieval stack is imported when the run starts, not with the command line
     from retrieval.settings import Settings
 
 Log = Callable[[str], None]
 SEED = ROOT / "seeds" / "sales-manager.yaml"
-PATH_COST_CONCURRENCY = 16
+CROWDED = 16  # the concurrency the targets judge
 
 
 @dataclass
@@ -63,7 +67,7 @@ class BenchOptions:
     queries: int = 200  # in-process questions per method
     cold_starts: int = 3
     cards: int = 0  # synthetic cards for the ingest part (0: skipped)
-    scale_out: bool = False
+    workers: list[int] = field(default_factory=lambda: [1, 2])  # persona serve --workers N compared (empty: skipped)
     work_dir: Path | None = None
     seed: int = 8
 
@@ -107,14 +111,8 @@ def settle(server: Served) -> None:
 
 
 def load_with_cpu(server: Served, plan: LoadPlan, questions: Sequence[str]) -> dict[str, Any]:
-    """One load run's row, with the server's CPU: core-ms per request and the cores it got on average (on a
-    machine shared with other work the server may get less than all the cores, which the limit assumes)."""
-    before = cpu_seconds(server.pid)
-    row = run_load(server.url, plan, questions).as_dict()
-    spent = cpu_seconds(server.pid) - before
-    row["server_cpu_ms"] = round(spent * 1000 / row["requests"], 2) if row["requests"] else 0.0
-    row["server_cores"] = round(spent / row["seconds"], 2) if row["seconds"] else 0.0
-    return row
+    """One load run's row, with the server's CPU (:func:`bench.load.load_with_cpu`)."""
+    return load_with_cpu_of(server.url, server.pid, plan, questions)
 
 
 def http_levels(server: Served, questions: Sequence[str], options: BenchOptions, log: Log) -> list[dict[str, Any]]:
@@ -131,16 +129,30 @@ def http_levels(server: Served, questions: Sequence[str], options: BenchOptions,
     return rows
 
 
-def path_costs(server: Served, questions: Sequence[str], seconds: float, log: Log) -> dict[str, dict[str, Any]]:
-    """Each endpoint with the same question at concurrency 16: the HTTP and search path without the embedder."""
-    costs = {}
+def path_costs(server: Served, questions: Sequence[str], seconds: float,
+               log: Log) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Each endpoint with the same question (its embedding cached: the HTTP and search path alone): at concurrency 1,
+    where nothing contends, its cost sets the limit; at 16, the same path under load, which must not collapse."""
+    costs: dict[str, dict[str, Any]] = {}
+    crowded: dict[str, dict[str, Any]] = {}
     for path in report.ENDPOINTS:
-        plan = LoadPlan(path, PATH_COST_CONCURRENCY, seconds=seconds, unique=False)
+        for concurrency, into in ((1, costs), (CROWDED, crowded)):
+            settle(server)
+            into[path] = row = load_with_cpu(server, LoadPlan(path, concurrency, seconds=seconds, unique=False),
+                                             questions)
+            log(f"  {path} same question c={concurrency}: {row['rps']} requests/s, p50 {row['p50']} ms; "
+                f"server {row['server_cpu_ms']} core-ms a request, {row['server_cores']} cores")
+    return costs, crowded
+
+
+def http_stack(server: Served, seconds: float, log: Log) -> list[dict[str, Any]]:
+    """``GET /v1/personas`` at concurrency 1 and 16: the HTTP stack with the least work behind it."""
+    rows = []
+    for concurrency in (1, CROWDED):
         settle(server)
-        costs[path] = load_with_cpu(server, plan, questions)
-        log(f"  {path} same question c={PATH_COST_CONCURRENCY}: {costs[path]['rps']} requests/s; "
-            f"server {costs[path]['server_cpu_ms']} core-ms a request, {costs[path]['server_cores']} cores")
-    return costs
+        rows.append(row := load_with_cpu(server, LoadPlan(report.PERSONAS, concurrency, seconds=seconds), []))
+        log(f"  GET {report.PERSONAS} c={concurrency}: {row['rps']} requests/s, p50 {row['p50']} ms")
+    return rows
 
 
 def cold_start(data_dir: Path, seeds_dir: Path, log: Path, persona: str | None = None,
@@ -195,24 +207,27 @@ def serve_and_load(settings: Settings, questions: Sequence[str], options: BenchO
           RssSampler(server.pid) as sampler):
         idle = sampler.samples[0]
         http = http_levels(server, questions, options, log)
-        costs = path_costs(server, questions, options.seconds, log)
-    return {"http": http, "path_cost": costs, "rss_mb": {"idle": round(idle, 1), "under_load": sampler.highest}}
+        costs, crowded = path_costs(server, questions, options.seconds, log)
+        stack = http_stack(server, options.seconds, log)
+    return {"http": http, "path_cost": costs, "path_cost_c16": crowded, "personas": stack,
+            "rss_mb": {"idle": round(idle, 1), "under_load": sampler.highest}}
 
 
 def optional_parts(settings: Settings, questions: Sequence[str], options: BenchOptions, work: Path,
                    log: Log) -> dict[str, Any]:
-    """Ingest throughput (``cards`` > 0) and scale-out, when asked for."""
-    from bench.scale import ingest_throughput, scale_out
-    from retrieval.embedder import OnnxEmbedder, onnx_folder
-
+    """``persona serve --workers N`` for each count asked for, and ingest throughput (``cards`` > 0)."""
     found: dict[str, Any] = {}
-    onnx = OnnxEmbedder(onnx_folder(settings.models_dir, settings.model))
+    counts = [n for n in options.workers if n > 0]
+    if counts:
+        found["workers"] = compare_workers(settings.data_dir, settings.seeds_dir, questions, counts, options.seconds,
+                                           work, log)
     if options.cards > 0:
+        from bench.scale import ingest_throughput
+        from retrieval.embedder import OnnxEmbedder, onnx_folder
+
         log("ingest throughput ...")
+        onnx = OnnxEmbedder(onnx_folder(settings.models_dir, settings.model))
         found["ingest"] = ingest_throughput(onnx, settings, SEED, options.cards, work, log)
-    if options.scale_out:
-        log("scale-out: 1 vs 2 uvicorn workers on one Chroma server ...")
-        found["scale_out"] = scale_out(settings, onnx, SEED, questions, options.seconds, work, log)
     return found
 
 

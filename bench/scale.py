@@ -1,26 +1,23 @@
-"""Optional parts of ``persona bench``: ingest throughput on many synthetic cards (``--cards N``) and
-scale-out, 1 against 2 uvicorn workers over one Chroma server (``--scale-out``)."""
+"""Optional parts of ``persona bench``: ingest throughput on many synthetic cards (``--cards N``); copies of the seed
+card with its sidecar (``bench/cards.py``)."""
 
 from __future__ import annotations
 
 import copy
 import random
 import re
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.load import LoadPlan, run_load
-from bench.servers import chroma_server, free_port, running, serve_env
 from ingest.cards import load_card
 from ingest.chunking import chunk_card
 from ingest.examples import sidecar_path
 from ingest.indexer import ingest
-from retrieval.embedder import Embedder, cpu_count
+from retrieval.embedder import Embedder
 from retrieval.settings import Settings
 from retrieval.store import Store
 
@@ -106,26 +103,3 @@ def ingest_throughput(embedder: Embedder, settings: Settings, seed_card: Path, c
     return {"cards": cards, "chunks": chunks, "raw_texts_per_s": round(raw, 1),
             "ingest_chunks_per_s": round(rate, 1), "ingest_seconds": round(ingest_seconds, 1),
             "ratio": round(rate / raw, 3)}
-
-
-def scale_out(settings: Settings, embedder: Embedder, seed_card: Path, questions: Sequence[str], seconds: float,
-              work: Path, log: Log) -> list[dict[str, Any]]:
-    """``/v1/retrieve`` at concurrency 1 and 16 with 1, then 2 uvicorn workers sharing one Chroma server."""
-    rows = []
-    with chroma_server(work / "chroma-server", log=work / "chroma.log") as url:
-        ingest([seed_card], Store(Settings(data_dir=settings.data_dir, chroma_url=url)), embedder, settings.model)
-        for workers in (1, 2):
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            threads = max(1, cpu_count() // workers)
-            env = serve_env(PERSONA_CHROMA_URL=url, PERSONA_EMBED_THREADS=str(threads),
-                            PERSONA_DATA_DIR=str(settings.data_dir))
-            command = [sys.executable, "-m", "uvicorn", "server.app:create_app", "--factory", "--workers",
-                       str(workers), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-            with running(command, f"{base}/healthz", env=env, log=work / "uvicorn.log", timeout=300):
-                run_load(base, LoadPlan("/v1/retrieve", 4, requests=8 * workers), questions)  # warm every worker
-                for c in (1, 16):
-                    row = run_load(base, LoadPlan("/v1/retrieve", c, seconds=seconds), questions).as_dict()
-                    log(f"  {workers} worker(s), c={c}: p50 {row['p50']} ms, {row['rps']} requests/s")
-                    rows.append({"workers": workers, "embed_threads": threads, **row})
-    return rows

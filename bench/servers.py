@@ -93,10 +93,11 @@ class Served:
     pid: int
 
 
-def serve_command(data_dir: Path, port: int, ingest: bool = False) -> list[str]:
-    """``persona serve`` on loopback ``port`` over ``data_dir`` (this checkout's code first on the path)."""
+def serve_command(data_dir: Path, port: int, ingest: bool = False, workers: int = 1) -> list[str]:
+    """``persona serve`` on loopback ``port`` over ``data_dir`` (this checkout's code first on the path), with
+    ``workers`` processes."""
     return [sys.executable, "-m", "persona", "serve", "--port", str(port), "--data-dir", str(data_dir),
-            "--ingest" if ingest else "--no-ingest"]
+            "--ingest" if ingest else "--no-ingest", *(["--workers", str(workers)] if workers != 1 else [])]
 
 
 def serve_env(seeds_dir: Path | None = None, rate_limit: str = "off", **extra: str) -> dict[str, str]:
@@ -109,13 +110,28 @@ def serve_env(seeds_dir: Path | None = None, rate_limit: str = "off", **extra: s
 
 @contextlib.contextmanager
 def persona_server(data_dir: Path, *, ingest: bool = False, seeds_dir: Path | None = None,
-                   log: Path | None = None, timeout: float = 600.0, **env: str) -> Iterator[Served]:
-    """``persona serve`` on a free port until the block ends (``ingest``: seeds first; allow minutes)."""
+                   log: Path | None = None, timeout: float = 600.0, workers: int = 1, **env: str) -> Iterator[Served]:
+    """``persona serve`` on a free port until the block ends (``ingest``: seeds first; allow minutes; ``workers``:
+    its ``--workers``, each of which has started when the block begins)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with running(serve_command(data_dir, port, ingest), f"{url}/healthz", env=serve_env(seeds_dir, **env),
+    with running(serve_command(data_dir, port, ingest, workers), f"{url}/healthz", env=serve_env(seeds_dir, **env),
                  log=log, timeout=timeout) as process:
+        if workers > 1:
+            wait_for_workers(process, workers, log, timeout)
         yield Served(url, process.pid)
+
+
+def wait_for_workers(process: subprocess.Popen, workers: int, log: Path | None, timeout: float) -> None:
+    """Wait until every worker of a ``persona serve --workers N`` has finished starting (its log says "Application
+    startup complete" once a worker); without a log, a fixed pause."""
+    deadline = time.monotonic() + timeout
+    while log is not None and log.read_text(errors="replace").count("Application startup complete") < workers:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers did not all start (see {log})")
+        time.sleep(0.1)
+    if log is None:
+        time.sleep(10)
 
 
 @contextlib.contextmanager

@@ -7,9 +7,11 @@ timings and the fallback load generator use it too, so every p50 and p99 in the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 MB = 1_000_000
 
@@ -38,11 +40,42 @@ def rss_mb(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) process ``pid`` has used so far, in seconds."""
+    """CPU time (user + system, every thread) process ``pid`` and its live children (``persona serve --workers N``'s
+    workers) have used so far, in seconds."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    total = 0.0
+    for process in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def tree(pid: int) -> list[Any]:
+    """Process ``pid`` and its children, recursively (``psutil.Process`` objects)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def rss_by_process(pid: int) -> dict[int, float]:
+    """The resident memory of process ``pid`` and of each of its children now, in MB, by process id."""
+    import psutil
+
+    found = {}
+    for process in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            found[process.pid] = process.memory_info().rss / MB
+    return found
+
+
+def uss_mb(pid: int) -> float:
+    """The memory only process ``pid`` holds (its unique set size: what it costs beyond what others share), in MB."""
+    import psutil
+
+    return psutil.Process(pid).memory_full_info().uss / MB
 
 
 class RssSampler:
@@ -77,3 +110,20 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.sample()
+
+
+class TreeRssSampler(RssSampler):
+    """:class:`RssSampler` over process ``pid`` and its children (``persona serve --workers N``): each sample is their
+    total, and :attr:`by_process` keeps each process's highest sample."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        super().__init__(pid, every)
+        self.by_process: dict[int, float] = {}
+
+    def sample(self) -> float:
+        found = rss_by_process(self.pid)
+        for pid, mb in found.items():
+            self.by_process[pid] = max(self.by_process.get(pid, 0.0), mb)
+        total = sum(found.values())
+        self.samples.append(total)
+        return total

@@ -3,7 +3,9 @@
 A generator turns retrieved passages into an :class:`~retrieval.types.Answer`. It sees the
 persona, the question, the hits, a sentence scorer and the settings, never the service. One
 that produces text incrementally also implements :class:`StreamingGenerator`; every other one is
-streamed word by word by :func:`events`.
+streamed word by word by :func:`events`. One that waits on nothing (no network, no disk: the extractive
+composer) says so with a class attribute ``cpu_only = True``, and the server then answers with it on its event
+loop (:mod:`server.inline`); any other generator answers in a worker thread.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from generation.base import Context, Similarity
 from retrieval.sections import role_of
@@ -235,6 +236,7 @@ class Extractive:
     """The card's own sentences; there is no model to give the client's instructions to."""
 
     name: str = GENERATOR
+    cpu_only: ClassVar[bool] = True  # waits on nothing (no network, no disk): servers may run it on their event loop
 
     def answer(self, context: Context) -> Answer:
         return extractive_answer(context.info, context.question, context.hits, context.similarity,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -477,14 +478,14 @@ def serve_command(
     )] = None,
     ingest_seeds: Annotated[bool, typer.Option("--ingest/--no-ingest",
                                                help="Ingest the cards when missing or stale.")] = True,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes (uvicorn), each with its own model, reading one index; live ingest needs 1.",
+    )] = 1,
     data_dir: DataDir = None,
 ) -> None:
     """Serve the HTTP API (ingesting the cards first when the index is missing or stale)."""
-    import uvicorn
-
     from ingest.cards import BUILTIN_CARDS, default_cards
     from retrieval.embedder import ensure_onnx
-    from server.app import create_app
 
     settings = settings_for(data_dir, seeds_dir=cards)
     ensure_onnx(settings.model, settings.models_dir, settings.embedder, settings.embed_precision)
@@ -495,10 +496,29 @@ def serve_command(
             err.print("no cards named (--cards DIR, PERSONA_SEEDS_DIR) and no ./seeds folder: the built-in Sales "
                       "Manager example is served", highlight=False, markup=False, soft_wrap=True)
         run_ingest(settings, [source], unless_others=builtin, here=True)
-    app = create_app(settings, serving_at=f"http://{local_address(host)}:{port}")
-    # log_config=None: uvicorn leaves logging to the app (JSON lines with request ids; see server/logs.py)
+    serving_at = f"http://{local_address(host)}:{port}"
+    if workers == 1:
+        from server.app import create_app
+
+        run_uvicorn(create_app(settings, serving_at=serving_at), settings, host, port)
+        return
+    from retrieval.store import exclusive
+    from server.app import worker_environment
+    from server.logs import configure_logging
+
+    configure_logging(settings.log_json)
+    os.environ.update(worker_environment(settings, workers))  # what each worker builds its settings from
+    with exclusive(settings, serving_at):  # held here for every worker: they only read the index
+        run_uvicorn("server.app:worker_app", settings, host, port, factory=True, workers=workers)
+
+
+def run_uvicorn(app: object, settings: Settings, host: str, port: int, **options: Any) -> None:
+    """uvicorn on ``host:port``; log_config=None: uvicorn leaves logging to the app (JSON lines with request ids, see
+    server/logs.py), and no access log of its own (the app writes one)."""
+    import uvicorn
+
     uvicorn.run(app, host=host, port=port, log_level="info", log_config=None, access_log=False,
-                timeout_keep_alive=settings.keep_alive_seconds)
+                timeout_keep_alive=settings.keep_alive_seconds, **options)
 
 
 def local_address(host: str) -> str:
@@ -626,14 +646,16 @@ def bench_command(
     queries: Annotated[int, typer.Option(help="In-process questions per method.")] = 200,
     cold_starts: Annotated[int, typer.Option(help="Cold starts to time (the median is checked).")] = 3,
     cards: Annotated[int, typer.Option(help="Synthetic cards for the ingest benchmark (0 skips it).")] = 0,
-    scale_out: Annotated[bool, typer.Option(help="Also 1 vs 2 workers on a Chroma server.")] = False,
+    workers: Annotated[list[int] | None, typer.Option(
+        "--workers", help="persona serve --workers N to compare, each N (1 2; 0 skips the part).")] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSON results file.")] = Path("bench.json"),
 ) -> None:
     """Benchmark in-process and HTTP speed, the cores' limit, cold start and memory; print a table."""
     from bench.run import BenchOptions, run_bench
 
     options = BenchOptions(concurrency=concurrency or [1, 4, 16, 64], seconds=seconds, queries=queries,
-                           cold_starts=cold_starts, cards=cards, scale_out=scale_out, work_dir=data_dir)
+                           cold_starts=cold_starts, cards=cards, work_dir=data_dir,
+                           workers=[1, 2] if workers is None else workers)
     report = run_bench(options, log=lambda line: err.print(line, highlight=False, markup=False, soft_wrap=True))
     output.write_text(json.dumps(report, indent=2))
     out.print(report["table"], highlight=False, markup=False, soft_wrap=True)

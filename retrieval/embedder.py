@@ -34,6 +34,7 @@ import numpy as np
 
 from retrieval.errors import ModelUnavailable
 from retrieval.models import ArchiveMember, llama_model, resolve_model_path
+from retrieval.nonblocking import WouldBlock, blocking_allowed
 from retrieval.settings import DEFAULT_MODEL, Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ TOKENIZER_FILE = "tokenizer.json"
 MANIFEST = "embedder.json"
 TRIM_EVERY = 1.0  # seconds between returns of freed memory to the OS, when the embedder is idle
 MAX_BATCH_TOKENS = 1024  # padded tokens per onnxruntime call: bounds the activations' memory
+ARENA_KEEPS_TOKENS = 512
+"""Padded tokens of the largest batch whose memory the serving arena keeps (questions' batches: up to 8 questions of
+a few dozen tokens); a larger batch (a live ingest's) gives its memory back when it ends."""
 SIDE_BY_SIDE_BATCH = 8
 """Questions a serving worker collects when batches run side by side. Measured with 64 callers on the 2-core
 machine: two workers collecting up to 32 peaked 100 MB above one worker doing so (two batches' activations
@@ -172,8 +176,9 @@ class OnnxEmbedder:
     """
 
     def __init__(self, folder: Path, name: str | None = None, threads: int | None = None,
-                 precision: Precision = "fp32") -> None:
+                 precision: Precision = "fp32", arena: bool = False) -> None:
         self.folder = Path(folder)
+        self.arena = arena
         manifest = json.loads((self.folder / MANIFEST).read_text())
         self.name = name or manifest["model"]
         self.precision = precision
@@ -201,7 +206,9 @@ class OnnxEmbedder:
                         options.intra_op_num_threads = self.threads
                         options.inter_op_num_threads = 1
                         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-                        options.enable_cpu_mem_arena = False  # give a large batch's memory back
+                        # serving keeps onnxruntime's arena (a batch's tensors reused, no malloc churn); otherwise
+                        # every batch's memory is given back
+                        options.enable_cpu_mem_arena = self.arena
                         options.enable_mem_pattern = False  # no allocation plan kept per input shape
                         # idle threads sleep instead of spinning: the cores are shared with the server
                         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -237,10 +244,21 @@ class OnnxEmbedder:
             arrays["input_ids"][row, :n] = enc.ids
             arrays["attention_mask"][row, :n] = enc.attention_mask
             arrays["token_type_ids"][row, :n] = enc.type_ids
-        hidden = session.run(None, {name: arrays[name] for name in self._inputs})[0]
+        hidden = session.run(None, {name: arrays[name] for name in self._inputs}, self._run_options(arrays))[0]
         mask = arrays["attention_mask"][..., None].astype(np.float32)
         pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+    def _run_options(self, arrays: dict[str, np.ndarray]):  # onnxruntime.RunOptions | None
+        """With the arena, a batch larger than questions make (an ingest's) shrinks it when it ends: what such a
+        batch took is given back, what questions' batches reuse stays."""
+        if not self.arena or arrays["input_ids"].size <= ARENA_KEEPS_TOKENS:
+            return None
+        import onnxruntime
+
+        options = onnxruntime.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return options
 
 
 def _batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[list[int]]:
@@ -296,16 +314,25 @@ class BatchingEmbedder:
     def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if not texts:
             return self.inner.encode([], batch_size)
+        return self.submit(texts, batch_size).result()
+
+    def submit(self, texts: list[str], batch_size: int = 64) -> Future:
+        """Queue ``texts`` and return at once: the future's result is their vectors (an event loop awaits it with
+        :func:`asyncio.wrap_future`, so that no thread of its own waits for the batch)."""
         if not self._threads:
-            with self._lock:
-                if not self._threads:
-                    self._threads = [threading.Thread(target=self._serve, name=f"embedder-batcher-{i}", daemon=True)
-                                     for i in range(self.workers)]
-                    for thread in self._threads:
-                        thread.start()
+            self._start()
         job = _Job(list(texts), batch_size)
         self._queue.put(job)
-        return job.future.result()
+        return job.future
+
+    def _start(self) -> None:
+        with self._lock:
+            if not self._threads:
+                threads = [threading.Thread(target=self._serve, name=f"embedder-batcher-{i}", daemon=True)
+                           for i in range(self.workers)]
+                for thread in threads:
+                    thread.start()
+                self._threads = threads
 
     def _serve(self) -> None:
         busy = False
@@ -318,6 +345,9 @@ class BatchingEmbedder:
                 idle = self._idle
             jobs = self._collect(first, wait=busy and self.workers == 1, share=idle)
             busy = len(jobs) > 1
+            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # a cancelled caller is gone
+            if not jobs:
+                continue
             texts = [t for job in jobs for t in job.texts]
             try:
                 vectors = self.inner.encode(texts, batch_size=max(self.max_batch, *(j.batch_size for j in jobs)))
@@ -380,15 +410,35 @@ class CachedEmbedder:
                 self._vectors.move_to_end(text)
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
+            if not blocking_allowed():  # on the event loop: the caller awaits the vectors, then asks again
+                raise WouldBlock("embedding", self._fill(missing, batch_size))
             fresh = self.inner.encode(missing, batch_size)
             found.update(zip(missing, fresh, strict=True))
-            with self._lock:
-                self._vectors.update(zip(missing, fresh, strict=True))
-                while len(self._vectors) > self.size:
-                    self._vectors.popitem(last=False)
+            self._keep(missing, fresh)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
+
+    def _keep(self, texts: list[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            self._vectors.update(zip(texts, vectors, strict=True))
+            while len(self._vectors) > self.size:
+                self._vectors.popitem(last=False)
+
+    def _fill(self, texts: list[str], batch_size: int) -> Future | None:
+        """The inner embedder's future of ``texts`` (``None`` when it cannot be awaited: it has no
+        :meth:`BatchingEmbedder.submit`). The batcher's thread keeps the vectors as the batch ends, before anyone
+        awaiting the future hears of it (a future calls back in the order the callbacks were added)."""
+        submit = getattr(self.inner, "submit", None)
+        if submit is None:
+            return None
+        def keep(done: Future) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._keep(texts, done.result())
+
+        future: Future = submit(texts, batch_size)
+        future.add_done_callback(keep)
+        return future
 
 
 @functools.cache
@@ -460,7 +510,7 @@ def ensure_onnx(model: str, models_dir: Path, backend: Backend = "auto", precisi
 
 
 def create_embedder(model: str = DEFAULT_MODEL, backend: Backend = "auto", models_dir: Path | None = None,
-                    threads: int | None = None, precision: Precision = "fp32") -> Embedder:
+                    threads: int | None = None, precision: Precision = "fp32", arena: bool = False) -> Embedder:
     """The embedder for a configured model: its ONNX export when one exists (``auto``), else the reference.
 
     ``backend="onnx"`` requires the export (see :func:`ensure_onnx`); ``"sentence-transformers"``
@@ -471,7 +521,7 @@ def create_embedder(model: str = DEFAULT_MODEL, backend: Backend = "auto", model
         return LlamaCppEmbedder(gguf, models_dir, threads)
     folder = onnx_folder(models_dir, model) if models_dir is not None else None
     if backend != "sentence-transformers" and folder is not None and has_onnx(folder, precision):
-        return OnnxEmbedder(folder, model, threads, precision)
+        return OnnxEmbedder(folder, model, threads, precision, arena)
     if backend == "onnx":
         raise ModelUnavailable(f"no ONNX export ({precision}) of {model!r} at {folder}; "
                                "run `persona export-onnx` first")
@@ -489,12 +539,16 @@ def serving_embedder(settings: Settings) -> Embedder:
 
     An ONNX embedder serves ``settings.embed_threads`` batches side by side (default: one per core), each
     on one onnxruntime thread: per query that costs fewer core-milliseconds than two threads on one
-    batch, and one batch's tokenizing and pooling (under the GIL) overlaps the other's inference.
+    batch, and one batch's tokenizing and pooling (under the GIL) overlaps the other's inference. It keeps
+    onnxruntime's memory arena: under load, batches of questions reuse their tensors' memory where freeing it to
+    malloc after each batch left the server's resident memory ~40 MB higher (glibc keeps what it is given back), and a
+    larger batch (a live ingest's) shrinks the arena when it ends (``ARENA_KEEPS_TOKENS``).
     """
     workers = settings.embed_threads or cpu_count()
     if llama_model(settings.model) is not None:  # one llama.cpp context on every core
         return CachedEmbedder(BatchingEmbedder(embedder_for(settings)))
-    inner = create_embedder(settings.model, settings.embedder, settings.models_dir, 1, settings.embed_precision)
+    inner = create_embedder(settings.model, settings.embedder, settings.models_dir, 1, settings.embed_precision,
+                            arena=True)
     if not isinstance(inner, OnnxEmbedder) or workers == 1:
         return CachedEmbedder(BatchingEmbedder(inner))
     return CachedEmbedder(BatchingEmbedder(inner, max_batch=SIDE_BY_SIDE_BATCH, workers=workers))

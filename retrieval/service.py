@@ -19,6 +19,7 @@ from retrieval.dense import EXACT_LIMIT, DenseIndex
 from retrieval.embedder import CachedEmbedder, Embedder, serving_embedder
 from retrieval.errors import InvalidQuery, PersonaRequired, UnknownPersona
 from retrieval.examples import ExampleIndex, generic_questions
+from retrieval.nonblocking import WouldBlock, blocking_allowed
 from retrieval.pipeline import Pipeline, pipeline_for
 from retrieval.search import KeywordIndex
 from retrieval.settings import Settings
@@ -232,6 +233,8 @@ class Retriever:
         key = info.fingerprint or str((self.store.pointer(info.slug) or {}).get("collection", ""))
         cached = self._indexes.get(info.slug)
         if cached is None or cached[0] != key:
+            if not blocking_allowed():  # on the event loop: loading reads the index; the caller runs this in a thread
+                raise WouldBlock("loading the persona's indexes")
             with self._loading_lock(info.slug):  # one load per persona at a time; other personas load meanwhile
                 cached = self._indexes.get(info.slug)
                 if cached is None or cached[0] != key:

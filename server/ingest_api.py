@@ -123,6 +123,10 @@ async def validated(body: IngestRequest, request: Request) -> Validated:
     if not may_ingest(request.scope, request.app.state.settings.api_key):  # the app's key, as its middleware's
         raise Forbidden("a live ingest needs the API key (PERSONA_API_KEY) or, without one, a client on the "
                         "server's own machine")
+    workers = request.app.state.workers
+    if workers > 1:
+        raise Forbidden(f"this server runs {workers} worker processes that only read the index: stop it to ingest "
+                        "(`persona ingest`), or serve with one worker to ingest live")
     cards = await run_in_threadpool(validate, body.files())
     return Validated(cards, body.prune)
 

@@ -21,13 +21,12 @@ LLM tokenizer of its own, so this is a documented approximation, the same for pr
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,13 +34,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import iterate_in_threadpool
 
 from generation.sources import sources_block, with_sources
 from retrieval.conversation import NO_HISTORY, History, Message
 from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, InvalidQuery, PersonaError
 from retrieval.types import Answer, AnswerEvent, Citation, PersonaInfo
-from server import housekeeping
+from server import housekeeping, inline
 from server.routes import service_of
 from server.schemas import PassageCount
 
@@ -227,7 +225,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> dic
     """A reply in the persona's voice, every claim cited; ``stream: true`` for server-sent events."""
     service = service_of(request)
     settings = request.app.state.settings
-    info = await run_in_threadpool(service.persona, body.model)
+    info = await inline.run(lambda: service.persona(body.model))
     prompt = "\n".join(m.text() for m in body.messages)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     chores = housekeeping.recognise(last_user_text(body.messages)) if settings.chat_housekeeping else None
@@ -236,17 +234,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> dic
         return chores_reply(body, Chunks(completion_id, created, info.slug), prompt, content)
     chat = conversation(body.messages)
     generator = service.generator_name(body.generator or settings.chat_generator)
+    on_loop = inline.answers_inline(service, generator, chat.history)
     if body.stream:
-        events = service.ask_events(chat.question, info.slug, body.k, generator, chat.instructions, chat.history)
         # The first event is awaited here, so a failure before any text is a plain HTTP error.
-        first = await run_in_threadpool(next, events, None)
-        events = itertools.chain([first] if first else [], events)
+        events = await inline.started(lambda: service.ask_events(chat.question, info.slug, body.k, generator,
+                                                                 chat.instructions, chat.history), on_loop)
         chunks = Chunks(completion_id, created, info.slug)
         with_list = not sources_as_events(request, body, settings.chat_sources)
         return StreamingResponse(stream(events, chunks, prompt, with_list), media_type="text/event-stream",
                                  headers=STREAM_HEADERS)
-    answer = await run_in_threadpool(service.ask, chat.question, info.slug, body.k, generator, chat.instructions,
-                                     chat.history)
+    answer = await inline.run(lambda: service.ask(chat.question, info.slug, body.k, generator, chat.instructions,
+                                                  chat.history), on_loop)
     content = with_sources(answer)
     return {**completion(completion_id, created, info.slug, content), "usage": usage(prompt, content),
             **answer_fields(answer)}
@@ -307,7 +305,7 @@ def sse(data: dict[str, Any]) -> str:
 DONE = "data: [DONE]\n\n"
 
 
-async def stream(events: Iterator[AnswerEvent], chunks: Chunks, prompt: str,
+async def stream(events: AsyncIterator[AnswerEvent], chunks: Chunks, prompt: str,
                  with_list: bool = True) -> AsyncIterator[str]:
     """Deltas as the generator produces them, the Sources (unless ``with_list`` is false), one citation
     event per source, the usage.
@@ -319,7 +317,7 @@ async def stream(events: Iterator[AnswerEvent], chunks: Chunks, prompt: str,
     streamed: list[str] = []
     answer: Answer | None = None
     try:
-        async for event in iterate_in_threadpool(events):
+        async for event in events:
             if event.type == "delta" and event.text:
                 streamed.append(event.text)
                 yield sse(chunks.make({"content": event.text}))

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from generation.service import PersonaService
 from retrieval.types import retrieval_body
-from server import health
+from server import health, inline
 from server.schemas import (
     AskRequest,
     AskResponse,
@@ -47,14 +47,15 @@ async def personas(request: Request) -> dict:
 @router.post("/v1/retrieve", response_model=RetrieveResponse, responses=ERRORS, tags=["personas"])
 async def retrieve(body: RetrieveRequest, request: Request) -> dict:
     """The card passages nearest to the query, best first, scores in [0, 1]."""
-    info, hits = await run_in_threadpool(service_of(request).retrieve, body.query, body.persona, body.k,
-                                         body.sections)
+    service = service_of(request)
+    info, hits = await inline.run(lambda: service.retrieve(body.query, body.persona, body.k, body.sections))
     return retrieval_body(info.slug, body.query, hits)
 
 
 @router.post("/v1/ask", response_model=AskResponse, responses=ERRORS, tags=["personas"])
 async def ask(body: AskRequest, request: Request) -> dict:
     """An answer in the persona's voice; every ``[n]`` marker resolves to one citation."""
-    answer = await run_in_threadpool(service_of(request).ask, body.question, body.persona, body.k, body.generator,
-                                     "", body.conversation())
+    service, history = service_of(request), body.conversation()
+    answer = await inline.run(lambda: service.ask(body.question, body.persona, body.k, body.generator, "", history),
+                              inline.answers_inline(service, body.generator, history))
     return answer.to_dict()

@@ -7,18 +7,16 @@ event; both come from the one table, :data:`retrieval.errors.SURFACES`.
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import iterate_in_threadpool
 
 from retrieval.errors import INTERNAL, INTERNAL_MESSAGE, PersonaError
 from retrieval.types import AnswerEvent
+from server import inline
 from server.routes import ERRORS, service_of
 from server.schemas import AskRequest
 
@@ -26,12 +24,12 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-async def started_events(body: AskRequest, request: Request) -> Iterator[AnswerEvent]:
+async def started_events(body: AskRequest, request: Request) -> AsyncIterator[AnswerEvent]:
     """The answer's events, with the first one already produced (which raises any domain error)."""
-    events = service_of(request).ask_events(body.question, body.persona, body.k, body.generator, "",
-                                            body.conversation())
-    first = await run_in_threadpool(next, events, None)
-    return itertools.chain([first] if first is not None else [], events)
+    service, history = service_of(request), body.conversation()
+    return await inline.started(
+        lambda: service.ask_events(body.question, body.persona, body.k, body.generator, "", history),
+        inline.answers_inline(service, body.generator, history))
 
 
 def to_sse(event: AnswerEvent) -> ServerSentEvent:
@@ -49,11 +47,11 @@ STREAM_ERRORS = {code: {"description": "Error", "content": {"application/json": 
 
 @router.post("/v1/ask/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS, tags=["personas"])
 async def ask_stream(
-    events: Annotated[Iterator[AnswerEvent], Depends(started_events)],
+    events: Annotated[AsyncIterator[AnswerEvent], Depends(started_events)],
 ) -> AsyncIterator[ServerSentEvent]:
     """Like ``/v1/ask``, streamed: ``delta`` events of answer text, then ``answer``, then ``done``."""
     try:
-        async for event in iterate_in_threadpool(events):
+        async for event in events:
             yield to_sse(event)
     except PersonaError as exc:
         yield ServerSentEvent(event="error", data=exc.surface.body(exc.message))

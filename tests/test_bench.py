@@ -44,17 +44,26 @@ def test_bench_prints_every_row_and_writes_json(tmp_path: Path) -> None:
         assert row["errors"] == 0, row
         assert row["requests"] > 0 and 0 < row["p50"] <= row["p99"] and row["rps"] > 0
     assert set(results["in_process"]) == {"retrieve", "ask"} and results["embedder"]["ms_per_query"] > 0
-    assert set(results["path_cost"]) == set(results["limit"]) == set(ENDPOINTS)
+    assert set(results["path_cost"]) == set(results["limit"]) == set(results["path_cost_c16"]) == set(ENDPOINTS)
+    assert [r["concurrency"] for r in results["path_cost"].values()] == [1, 1]  # the limit's path cost: at c=1
+    assert [r["concurrency"] for r in results["personas"]] == [1, 16]
+    workers = {w["workers"]: w for w in results["workers"]}
+    assert set(workers) == {1, 2} and all(r["errors"] == 0 for w in workers.values() for r in w["runs"])
+    assert sorted(p["role"] for p in workers[2]["processes"]).count("worker") == 2
+    assert all(p["idle_mb"] > 0 and p["uss_mb"] > 0 for w in workers.values() for p in w["processes"])
     assert len(results["cold_start_s"]) == 1 and results["rss_mb"]["under_load"] > 0
     phases = results["cold_start_phases_s"]  # read from the server's own log lines
     assert list(phases) == ["imports", "start-up", "first answer"] and all(v > 0 for v in phases.values())
     side = results["embedder"]["side_by_side"]
     assert side["workers"] >= 1 and side["speedup"] > 0
     targets = {t["target"]: t["met"] for t in results["targets"]}
-    assert len(targets) == 9 and targets["no errors"] is True
+    assert len(targets) == 11 and targets["no errors"] is True
+    assert "/v1/retrieve cached path: requests/s at c=16 >= 0.9 x c=1" in targets
     for label in ("in-process PersonaService.retrieve", "in-process PersonaService.ask", "embedder per query",
-                  "HTTP /v1/retrieve c=1", "HTTP /v1/ask c=16", "path cost /v1/ask", "limit /v1/retrieve",
-                  "/v1/ask c=16 / limit", "side by side", "cold start", "imports", "| target | measured | met |"):
+                  "HTTP /v1/retrieve c=1", "HTTP /v1/ask c=16", "path cost /v1/ask (same question, c=1)",
+                  "cached path /v1/retrieve (same question, c=16)", "HTTP GET /v1/personas c=16", "limit /v1/retrieve",
+                  "/v1/ask c=16 / limit", "side by side", "cold start", "imports", "persona serve --workers 2",
+                  "| `/v1/ask`, a new question each time |", "| target | measured | met |"):
         assert label in done.stdout, label
 
 
@@ -77,6 +86,14 @@ def test_wrk_runs_the_script_and_its_results_are_read(base_url: str) -> None:
     result = run_wrk(base_url, LoadPlan("/v1/retrieve", 4, requests=24), bench_questions())
     assert result.requests >= 24 and result.errors == 0 and result.generator == "wrk"
     assert 0 < result.p50 <= result.p99
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test installs it)")
+def test_both_generators_get_a_path_without_a_body(base_url: str) -> None:
+    plan = LoadPlan("/v1/personas", 2, requests=12)
+    assert plan.method == "GET" and LoadPlan("/v1/ask", 1).method == "POST"
+    for result in (run_wrk(base_url, plan, []), asyncio.run(run_sockets(base_url, plan, []))):
+        assert result.requests >= 12 and result.errors == 0
 
 
 def test_the_wrk_script_makes_each_question_new_or_repeats_one() -> None:

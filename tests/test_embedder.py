@@ -29,6 +29,7 @@ from retrieval.embedder import (
     serving_embedder,
 )
 from retrieval.errors import ModelUnavailable
+from retrieval.nonblocking import WouldBlock, no_blocking
 from retrieval.settings import DEFAULT_MODEL, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,3 +192,49 @@ def test_cache_embeds_only_texts_not_seen_recently(onnx: OnnxEmbedder) -> None:
     assert calls[-1] == ["pipeline"]
     assert cosines(cached.encode(["forecast"]), onnx.encode(["forecast"]))[0] >= 0.9999
     assert cached.encode([]).shape == (0, 384)
+
+
+class Gated:
+    """The real ONNX embedder, whose first call waits until ``gate`` is set (holds the batcher's one worker)."""
+
+    def __init__(self, inner: OnnxEmbedder) -> None:
+        self.inner, self.name, self.dimension = inner, inner.name, inner.dimension
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(30)
+        return self.inner.encode(texts, batch_size)
+
+
+def test_submit_returns_a_future_and_a_cancelled_caller_is_skipped(onnx: OnnxEmbedder) -> None:
+    gated = Gated(onnx)
+    batching = BatchingEmbedder(gated, max_batch=1)
+    first = batching.submit(["first"])
+    assert gated.entered.wait(30)  # the one worker is busy with it
+    gone, waiting = batching.submit(["gone"]), batching.submit(["waiting"])
+    assert gone.cancel() and not waiting.done()
+    gated.gate.set()
+    assert first.result(30).shape == waiting.result(30).shape == (1, 384)
+    assert gone.cancelled() and batching.batched_calls == 2  # the cancelled call was never embedded
+    assert batching.encode(["still serving"]).shape == (1, 384)
+
+
+def test_a_cache_miss_on_the_event_loop_raises_with_the_future_of_its_vectors(onnx: OnnxEmbedder) -> None:
+    cached = CachedEmbedder(BatchingEmbedder(onnx))
+    with no_blocking():
+        with pytest.raises(WouldBlock) as miss:
+            cached.encode(["what is OTE?", "how do I coach a rep?"])
+        assert miss.value.future is not None
+        miss.value.future.result(30)  # the batcher's thread has kept the vectors when the future is done
+        got = cached.encode(["what is OTE?", "how do I coach a rep?"])  # now from the cache: no wait
+    assert np.array_equal(got, onnx.encode(["what is OTE?", "how do I coach a rep?"]))
+
+
+def test_a_cache_miss_with_nothing_to_await_says_so(onnx: OnnxEmbedder) -> None:
+    cached = CachedEmbedder(onnx)  # no batcher: the caller runs the path where it may block
+    with no_blocking(), pytest.raises(WouldBlock) as miss:
+        cached.encode(["what is OTE?"])
+    assert miss.value.future is None
+    assert cached.encode(["what is OTE?"]).shape == (1, 384)  # outside no_blocking() it blocks as always
